@@ -1,0 +1,246 @@
+"""The ``auditkit`` command line: parse, call one library function, print.
+
+No logic lives here that a Python user could not reach through the library; errors from the
+library (:class:`~auditkit.errors.AuditkitError`) are printed on one line with a non-zero
+exit code, and ``--verbose`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from auditkit import __version__
+from auditkit.config import keys_dir as resolve_keys_dir
+from auditkit.config import registry_url as resolve_registry_url
+from auditkit.errors import AuditkitError
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+class _Group(TyperGroup):
+    """Catches AuditkitError once for every subcommand and prints it on one line."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AuditkitError as error:
+            if ctx.obj and ctx.obj.get("verbose"):
+                raise
+            typer.echo(f"auditkit: error: {error}", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    help="Mark image datasets with radioactive data and audit suspect models with signed p-values.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+dataset_app = typer.Typer(cls=_Group, help="Register and inspect datasets.", no_args_is_help=True)
+release_app = typer.Typer(cls=_Group, help="Inspect marked releases.", no_args_is_help=True)
+report_app = typer.Typer(cls=_Group, help="Verify and show signed audit reports.", no_args_is_help=True)
+keys_app = typer.Typer(cls=_Group, help="Owner keys.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(release_app, name="release")
+app.add_typer(report_app, name="report")
+app.add_typer(keys_app, name="keys")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"auditkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    registry: Annotated[
+        Optional[str],
+        typer.Option(help="SQLAlchemy URL or SQLite file of the registry [env AUDITKIT_REGISTRY; default ./registry.db]"),
+    ] = None,
+    keys: Annotated[
+        Optional[Path],
+        typer.Option(help="Owner key directory [env AUDITKIT_KEYS; default ~/.config/auditkit]"),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """auditkit: radioactive data for dataset owners (Sablayrolles et al., ICML 2020)."""
+    ctx.obj = {"registry": resolve_registry_url(registry), "keys": resolve_keys_dir(keys), "verbose": verbose}
+
+
+def _open(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    from auditkit.registry.store import open_registry
+
+    return open_registry(ctx.obj["registry"])
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+@app.command()
+def init(ctx: typer.Context, json_out: JsonFlag = False) -> None:
+    """Create the registry and the owner keys (master secret + Ed25519 signing key).
+
+    Safe to run again: existing keys are kept, the registry is migrated to this version.
+
+    Example: auditkit init --keys ./owner-keys --registry ./registry.db
+    """
+    from auditkit.owner import init_owner
+
+    result = init_owner(ctx.obj["registry"], ctx.obj["keys"])
+    if json_out:
+        _print_json({"keys_created": result.keys_created, "fingerprint": result.fingerprint,
+                     "keys_dir": str(result.keys_dir), "registry": result.registry_url})
+        return
+    state = "created" if result.keys_created else "kept existing"
+    stdout.print(f"registry ready at {result.registry_url}")
+    stdout.print(f"owner keys {state} in {result.keys_dir} (fingerprint {result.fingerprint[:16]}…)")
+    if result.keys_created:
+        stdout.print("[bold]Back up the key directory: without master.secret no audit of your releases is possible.[/]")
+
+
+@dataset_app.command("add")
+def dataset_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Name of the dataset in the registry.")],
+    source: Annotated[Path, typer.Option(help="ImageFolder tree: DIR/<class>/<image>.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Register an ImageFolder tree as a dataset.
+
+    Example: auditkit dataset add flowers --source ./flowers
+    """
+    from auditkit.datasets import add_dataset, dataset_summary
+
+    registry = _open(ctx)
+    dataset = add_dataset(registry, name, source)
+    if json_out:
+        _print_json(dataset_summary(dataset) | {"releases": []})
+    else:
+        stdout.print(f"dataset {dataset.name}: {dataset.image_count} images in {len(dataset.classes)} classes")
+
+
+@dataset_app.command("list")
+def dataset_list(ctx: typer.Context, json_out: JsonFlag = False) -> None:
+    """List registered datasets.
+
+    Example: auditkit dataset list --json
+    """
+    from auditkit.datasets import dataset_summary, list_datasets
+
+    datasets = list_datasets(_open(ctx))
+    if json_out:
+        _print_json([dataset_summary(d) for d in datasets])
+        return
+    table = Table("name", "images", "classes", "releases", "source")
+    for d in datasets:
+        table.add_row(d.name, str(d.image_count), str(len(d.classes)), str(len(d.releases)), d.source)
+    stdout.print(table)
+
+
+@dataset_app.command("show")
+def dataset_show(ctx: typer.Context, name: str, json_out: JsonFlag = False) -> None:
+    """Show one dataset: classes, counts, releases.
+
+    Example: auditkit dataset show flowers --json
+    """
+    from auditkit.datasets import dataset_summary, get_dataset
+
+    with _open(ctx).session() as session:
+        summary = dataset_summary(get_dataset(session, name))
+    if json_out:
+        _print_json(summary)
+        return
+    for key, value in summary.items():
+        stdout.print(f"[bold]{key}[/]: {value}")
+
+
+@keys_app.command("export-public")
+def keys_export_public(
+    ctx: typer.Context,
+    out: Annotated[Optional[Path], typer.Option(help="Write the PEM here instead of printing it.")] = None,
+) -> None:
+    """Export the owner's public key (PEM) for third parties who verify reports.
+
+    Example: auditkit keys export-public --out owner.pub
+    """
+    from auditkit.fsutil import atomic_write_bytes
+    from auditkit.keys import load_keys
+
+    pem = load_keys(ctx.obj["keys"]).public_pem
+    if out is None:
+        typer.echo(pem, nl=False)
+    else:
+        atomic_write_bytes(out, pem.encode())
+        stdout.print(f"public key written to {out}")
+
+
+def _verification_key(ctx: typer.Context, public_key: Optional[Path]):  # type: ignore[no-untyped-def]
+    from auditkit.keys import PUBLIC_FILE, load_public_key
+
+    if public_key is not None:
+        return load_public_key(public_key)
+    own = ctx.obj["keys"] / PUBLIC_FILE
+    if not own.exists():
+        raise AuditkitError("no public key to verify with; pass --public-key FILE (the signer's exported key)")
+    return load_public_key(own)
+
+
+@report_app.command("verify")
+def report_verify(
+    ctx: typer.Context,
+    report: Path,
+    public_key: Annotated[Optional[Path], typer.Option(help="Signer's public key (PEM); default: your own.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Verify a signed report offline; exits non-zero on any tampering.
+
+    Example: auditkit report verify audit.json --public-key owner.pub
+    """
+    from auditkit.evidence import read_envelope, verify_envelope
+
+    statement = verify_envelope(read_envelope(report), _verification_key(ctx, public_key))
+    predicate = statement["predicate"]
+    if json_out:
+        _print_json({"verified": True, "statement": statement})
+        return
+    stdout.print(f"[green]verified[/]: {report} is signed by the owner key and unmodified")
+    if "log10_p" in predicate:
+        stdout.print(f"release {predicate.get('release', {}).get('name')}: log10 p = {predicate['log10_p']:.3f}")
+
+
+@report_app.command("show")
+def report_show(ctx: typer.Context, report: Path, json_out: JsonFlag = False) -> None:
+    """Print a report readably (without verifying it; use `report verify` for that).
+
+    Example: auditkit report show audit.json
+    """
+    from auditkit.evidence import decode_statement, read_envelope
+    from auditkit.report_view import render_statement
+
+    statement = decode_statement(read_envelope(report))
+    if json_out:
+        _print_json(statement)
+    else:
+        render_statement(stdout, statement)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,14 @@
+"""Alembic environment: runs on the connection that :mod:`auditkit.registry.store` passes in."""
+
+from alembic import context
+
+from auditkit.registry.models import Base
+
+connection = context.config.attributes["connection"]
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+)
+with context.begin_transaction():
+    context.run_migrations()

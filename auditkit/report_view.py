@@ -1,0 +1,39 @@
+"""Terminal rendering of a report statement with rich (used by ``auditkit report show``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _scalar_rows(prefix: str, value: Any, rows: list[tuple[str, str]]) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _scalar_rows(f"{prefix}.{key}" if prefix else key, inner, rows)
+    elif isinstance(value, list) and value and isinstance(value[0], (dict, list)):
+        rows.append((prefix, f"[{len(value)} entries]"))
+    else:
+        rows.append((prefix, str(value)))
+
+
+def render_statement(console: Console, statement: dict[str, Any]) -> None:
+    """Print subjects, the predicate's fields, and the per-class table when there is one."""
+    console.print(f"[bold]{statement.get('predicateType')}[/]")
+    for subject in statement.get("subject", []):
+        digest = ", ".join(f"{k}:{v}" for k, v in subject.get("digest", {}).items())
+        console.print(f"subject [cyan]{subject.get('name')}[/] {digest}")
+    predicate = statement.get("predicate", {})
+    rows: list[tuple[str, str]] = []
+    _scalar_rows("", {k: v for k, v in predicate.items() if k != "per_class"}, rows)
+    table = Table("field", "value", show_header=False)
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    per_class = predicate.get("per_class")
+    if per_class:
+        classes = Table("class", "cosine", "log10 p", title="per-class test")
+        for row in per_class:
+            classes.add_row(str(row["class"]), f"{row['cosine']:+.4f}", f"{row['log10_p']:.3f}")
+        console.print(classes)
