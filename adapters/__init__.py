@@ -1,0 +1,58 @@
+"""Model adapters: how auditkit reads a suspect (or marking) model.
+
+Built-in adapters are listed in :data:`BUILTIN` and imported lazily; other packages add
+adapters through the entry-point group ``auditkit.adapters`` (an entry point names a
+loader ``load_model(location, options) -> WhiteBoxModel | BlackBoxModel``). See
+``docs/adapters.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from adapters.base import AdapterOptions, BlackBoxModel, InputSpec, WhiteBoxModel
+from auditkit.errors import AuditkitError
+
+ENTRY_POINT_GROUP = "auditkit.adapters"
+
+#: name -> "module:function"; read-only to plugins, which use the entry-point group.
+BUILTIN: dict[str, str] = {"torch": "adapters.pytorch:load_model"}
+
+Loader = Callable[[str, AdapterOptions], Any]
+
+
+def available_adapters() -> dict[str, str]:
+    """Every adapter name with where it comes from (built-ins win over plugins of the same name)."""
+    found = {ep.name: f"plugin {ep.value}" for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    found.update({name: f"built-in {target}" for name, target in BUILTIN.items()})
+    return dict(sorted(found.items()))
+
+
+def get_loader(name: str) -> Loader:
+    """The loader of adapter ``name``."""
+    if name in BUILTIN:
+        module_name, function = BUILTIN[name].split(":")
+        return getattr(importlib.import_module(module_name), function)  # type: ignore[no-any-return]
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.load()  # type: ignore[no-any-return]
+    raise AuditkitError(f"no adapter named {name!r}; installed adapters: {', '.join(available_adapters())}")
+
+
+def load_model(location: str, options: AdapterOptions, adapter: str = "torch") -> WhiteBoxModel | BlackBoxModel:
+    """Load a model through adapter ``adapter``."""
+    return get_loader(adapter)(location, options)  # type: ignore[no-any-return]
+
+
+__all__ = [
+    "AdapterOptions",
+    "BlackBoxModel",
+    "InputSpec",
+    "WhiteBoxModel",
+    "available_adapters",
+    "get_loader",
+    "load_model",
+]
