@@ -1,0 +1,51 @@
+"""The marking network phi_0: loaded through the adapters, identified by architecture,
+weights digest, feature dimension and input normalisation (recorded in every release)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from adapters import AdapterOptions, WhiteBoxModel, load_model
+from auditkit.errors import AuditkitError
+
+
+def load_marker(arch: str, weights: Path | None, *, device: str = "auto") -> WhiteBoxModel:
+    """Load the marking network: ``arch`` with ``weights`` (state dict, checkpoint,
+    safetensors or TorchScript). Without ``weights``, torchvision's default pretrained
+    weights are used when they can be obtained (they cannot offline: the error says so)."""
+    if weights is None:
+        return _torchvision_pretrained(arch, device)
+    model = load_model(str(weights), AdapterOptions(arch=arch, device=device))
+    if not isinstance(model, WhiteBoxModel):
+        raise AuditkitError(f"{weights} exposes no features; a marking network must be white-box")
+    return model
+
+
+def _torchvision_pretrained(arch: str, device: str) -> WhiteBoxModel:
+    import torchvision
+
+    from adapters.pytorch import TorchModel
+
+    try:
+        module = torchvision.models.get_model(arch, weights="DEFAULT")
+    except Exception as exc:
+        raise AuditkitError(
+            f"cannot obtain default pretrained weights for {arch!r} ({exc.__class__.__name__}); "
+            "pass --marker-weights FILE with the marking network's weights"
+        ) from None
+    return TorchModel(module, description=f"torch:{arch} (torchvision DEFAULT)", digest=f"torchvision:{arch}:DEFAULT",
+                      options=AdapterOptions(arch=arch, device=device))
+
+
+def marker_identity(model: WhiteBoxModel, arch: str) -> dict[str, Any]:
+    """What is recorded about phi_0 in a release; an audit reloads the same network from it."""
+    return {
+        "arch": arch,
+        "description": model.description,
+        "weights_sha256": model.digest,
+        "feature_dim": model.feature_dim,
+        "num_classes": model.num_classes,
+        "input_spec": asdict(model.input_spec),
+    }
