@@ -241,7 +241,7 @@ def mark(
     keys = owner_keys_for(registry, ctx.obj["keys"])
     model = load_marker(marker, marker_weights, device=device)
     request = MarkRequest(
-        dataset=name, out_dir=out, marker_arch=marker, fraction=fraction,
+        dataset=name, out_dir=out, marker_arch=marker, marker_weights=marker_weights, fraction=fraction,
         params=MarkingParams(radius=radius, psnr=psnr, steps=steps, augment=augment),
         batch_size=batch_size, release_name=release, resume=resume, skip_bad=skip_bad,
     )
@@ -260,6 +260,58 @@ def mark(
     )
     if summary.skipped_bad:
         stdout.print(f"[yellow]{len(summary.skipped_bad)} unreadable images copied unmarked:[/] {', '.join(summary.skipped_bad)}")
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Registered dataset whose releases to test.")],
+    model: Annotated[str, typer.Option(help="Suspect model file (state dict, checkpoint, TorchScript, ...).")],
+    arch: Annotated[Optional[str], typer.Option(help="Architecture of the suspect (e.g. resnet18).")] = None,
+    adapter: Annotated[str, typer.Option(help="Model adapter (see `auditkit adapters list`).")] = "torch",
+    release: Annotated[str, typer.Option(help="Release name, or 'all' (Holm-adjusted).")] = "all",
+    mode: Annotated[str, typer.Option(help="auto or white-box.")] = "auto",
+    holdout: Annotated[Optional[Path], typer.Option(help="Vanilla images for the alignment (default: unmarked source images).")] = None,
+    align_images: Annotated[Optional[int], typer.Option(help="Number of alignment images (default max(2(d+1), 512)).")] = None,
+    no_align: Annotated[bool, typer.Option("--no-align", help="Compare the classifier with the carriers directly.")] = False,
+    class_map: Annotated[Optional[Path], typer.Option(help='JSON {"dataset class": suspect index} for other class orders/supersets.')] = None,
+    classifier_layer: Annotated[Optional[str], typer.Option(help="Name of the final linear layer if not the last one.")] = None,
+    marker_weights: Annotated[Optional[Path], typer.Option(help="Marking network weights, if moved since marking.")] = None,
+    unsafe_load: Annotated[bool, typer.Option("--unsafe-load", help="Allow pickled modules (runs code from the file!).")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    out: Annotated[Optional[Path], typer.Option(help="Signed JSON report path.")] = None,
+    html: Annotated[Optional[Path], typer.Option(help="Also write an HTML page with plots.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Audit a suspect model against a dataset's releases and write a signed report.
+
+    Example: auditkit audit flowers --model suspect.pt --arch resnet18 --out report.json --html report.html
+    """
+    from adapters import AdapterOptions
+    from auditkit.audit.service import AuditRequest, run_audit
+    from auditkit.owner import owner_keys_for
+    from auditkit.stats import format_pvalue
+
+    registry = _open(ctx)
+    keys = owner_keys_for(registry, ctx.obj["keys"])
+    request = AuditRequest(
+        dataset=name, model=model, adapter=adapter,
+        options=AdapterOptions(arch=arch, classifier_layer=classifier_layer, unsafe_load=unsafe_load, device=device),
+        release=release, mode=mode, holdout=holdout, align_images=align_images, no_align=no_align,
+        class_map=class_map, marker_weights=marker_weights, out=out, html=html,
+    )
+    with stderr.status("auditing"):
+        outcome = run_audit(registry, keys, request)
+    if json_out:
+        _print_json({"report": str(outcome.report_path), "html": str(outcome.html_path) if outcome.html_path else None,
+                     "results": outcome.results})
+        return
+    table = Table("release", "log10 p", "p", "Holm log10 p", "mean cos", "z", "align resid.")
+    for r in outcome.results:
+        table.add_row(r["release"]["name"], f"{r['log10_p']:.3f}", format_pvalue(r["log10_p"]), f"{r['log10_p_holm']:.3f}",
+                      f"{r['mean_cosine']:+.4f}", f"{r['z_score']:.2f}", f"{r['alignment']['relative_residual']:.3f}")
+    stdout.print(table)
+    stdout.print(f"signed report: {outcome.report_path}" + (f"; HTML: {outcome.html_path}" if outcome.html_path else ""))
 
 
 @release_app.command("list")

@@ -26,14 +26,21 @@ def render_statement(console: Console, statement: dict[str, Any]) -> None:
         console.print(f"subject [cyan]{subject.get('name')}[/] {digest}")
     predicate = statement.get("predicate", {})
     rows: list[tuple[str, str]] = []
-    _scalar_rows("", {k: v for k, v in predicate.items() if k != "per_class"}, rows)
+    _scalar_rows("", {k: v for k, v in predicate.items() if k not in ("results", "assumptions")}, rows)
     table = Table("field", "value", show_header=False)
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
-    per_class = predicate.get("per_class")
-    if per_class:
+    for result in predicate.get("results", []):
+        head = Table("field", "value", show_header=False, title=f"release {result['release']['name']}")
+        result_rows: list[tuple[str, str]] = []
+        _scalar_rows("", {k: v for k, v in result.items() if k != "per_class"}, result_rows)
+        for key, value in result_rows:
+            head.add_row(key, value)
+        console.print(head)
         classes = Table("class", "cosine", "log10 p", title="per-class test")
-        for row in per_class:
+        for row in result.get("per_class", []):
             classes.add_row(str(row["class"]), f"{row['cosine']:+.4f}", f"{row['log10_p']:.3f}")
         console.print(classes)
+    for assumption in predicate.get("assumptions", []):
+        console.print(f"assumption: {assumption}")

@@ -39,13 +39,30 @@ def _torchvision_pretrained(arch: str, device: str) -> WhiteBoxModel:
                       options=AdapterOptions(arch=arch, device=device))
 
 
-def marker_identity(model: WhiteBoxModel, arch: str) -> dict[str, Any]:
-    """What is recorded about phi_0 in a release; an audit reloads the same network from it."""
+def marker_identity(model: WhiteBoxModel, arch: str, weights: Path | None) -> dict[str, Any]:
+    """What is recorded about phi_0 in a release; an audit reloads the same network from it
+    (from ``weights_path``, checked against ``weights_sha256``)."""
     return {
         "arch": arch,
+        "weights_path": str(Path(weights).resolve()) if weights is not None else None,
         "description": model.description,
         "weights_sha256": model.digest,
         "feature_dim": model.feature_dim,
         "num_classes": model.num_classes,
         "input_spec": asdict(model.input_spec),
     }
+
+
+def reload_marker(identity: dict[str, Any], weights: Path | None = None, *, device: str = "auto") -> WhiteBoxModel:
+    """Reload a release's marking network, from ``weights`` or the recorded path, and check
+    it is byte-identical to the one the release was marked with."""
+    path = weights if weights is not None else (Path(identity["weights_path"]) if identity.get("weights_path") else None)
+    if path is not None and not Path(path).exists():
+        raise AuditkitError(f"the marking network's weights {path} are gone; pass --marker-weights FILE (sha256 {identity['weights_sha256'][:16]}…)")
+    model = load_marker(identity["arch"], path, device=device)
+    if model.digest != identity["weights_sha256"]:
+        raise AuditkitError(
+            f"marking network {path} (sha256 {model.digest[:16]}…) is not the one this release was marked with "
+            f"({identity['weights_sha256'][:16]}…); pass the original with --marker-weights"
+        )
+    return model

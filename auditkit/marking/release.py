@@ -51,6 +51,7 @@ class MarkRequest:
     dataset: str
     out_dir: Path
     marker_arch: str
+    marker_weights: Path | None = None
     fraction: float = 0.1
     params: MarkingParams = field(default_factory=MarkingParams)
     batch_size: int = 32
@@ -130,7 +131,7 @@ def _start_or_resume(registry: Registry, request: MarkRequest, model: WhiteBoxMo
                 name=name,
                 out_dir=str(out_dir),
                 status="in-progress",
-                marker=marker_identity(model, request.marker_arch),
+                marker=marker_identity(model, request.marker_arch, request.marker_weights),
                 feature_dim=model.feature_dim,
                 carrier_commitment=carrier_commitment(carriers),
                 params=request.params.to_dict() | {"batch_size": request.batch_size, "selection_seed": secrets.randbits(63),
