@@ -38,6 +38,17 @@ def atomic_open(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
         raise
 
 
+def remove_stale_temporaries(directory: Path) -> int:
+    """Delete temporaries that :func:`atomic_open` left behind when a process was killed
+    (SIGKILL gives it no chance to clean up). Returns how many were removed."""
+    removed = 0
+    for path in Path(directory).rglob(".*.tmp"):
+        if path.is_file():
+            path.unlink()
+            removed += 1
+    return removed
+
+
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` atomically with permission bits ``mode``."""
     with atomic_open(path, mode) as handle:

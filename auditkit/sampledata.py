@@ -42,9 +42,13 @@ def load_fashion_mnist(split: str = "train", root: Path = FASHION_MNIST_DIR) -> 
     return images, labels
 
 
-def generate_shapes(n_per_class: int, classes: int = 10, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def generate_shapes(
+    n_per_class: int, classes: int = 10, size: int = 32, seed: int = 0, *, jitter: float = 0.25, noise: float = 0.25
+) -> tuple[np.ndarray, np.ndarray]:
     """A generated RGB dataset: class k is a noisy texture of orientation k·pi/classes plus a
-    class-specific colour tint, learnable by a small CNN in a few epochs. ``uint8 [N, size, size, 3]``."""
+    class-specific colour tint. ``jitter`` (orientation noise, radians) and ``noise`` (pixel
+    noise) make neighbouring classes overlap, so — like real data and unlike a toy — a
+    classifier cannot separate them perfectly. ``uint8 [N, size, size, 3]``."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
     images, labels = [], []
@@ -54,10 +58,10 @@ def generate_shapes(n_per_class: int, classes: int = 10, size: int = 32, seed: i
         for _ in range(n_per_class):
             freq = rng.uniform(3, 6)
             phase = rng.uniform(0, 2 * np.pi)
-            a = angle + rng.normal(0, 0.08)
+            a = angle + rng.normal(0, jitter)
             wave = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (np.cos(a) * xx + np.sin(a) * yy) + phase)
-            noise = rng.normal(0, 0.12, size=(size, size, 3))
-            image = np.clip(wave[..., None] * tint * 0.8 + 0.1 + noise, 0, 1)
+            pixel_noise = rng.normal(0, noise, size=(size, size, 3))
+            image = np.clip(wave[..., None] * (0.7 + 0.3 * tint) * 0.8 + 0.1 + pixel_noise, 0, 1)
             images.append((image * 255).round().astype(np.uint8))
             labels.append(k)
     order = rng.permutation(len(labels))

@@ -40,3 +40,30 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path | None = None, check: boo
     if check and result.returncode != 0:
         raise AssertionError(f"auditkit {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@pytest.fixture(scope="session")
+def trained_marker(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A small_resnet_w16 trained briefly on generated 32x32 shapes and saved as a state
+    dict: a real (if small) marking network, made once per test session."""
+    import torch
+
+    from auditkit.nets import create_architecture
+    from auditkit.sampledata import generate_shapes
+    from auditkit.training import to_tensor_images, train_classifier
+
+    torch.manual_seed(0)
+    images, labels = generate_shapes(60, size=32, seed=123)
+    model = create_architecture("small_resnet_w16", 10)
+    train_classifier(model, to_tensor_images(images), torch.from_numpy(labels), epochs=3, seed=0)
+    path = tmp_path_factory.mktemp("marker") / "marker.pt"
+    torch.save(model.state_dict(), path)
+    return {"path": path, "arch": "small_resnet_w16", "model": model}
+
+
+def shapes_folder(root: Path, per_class: int = 30, size: int = 32, seed: int = 7) -> Path:
+    """A generated 10-class ImageFolder of learnable RGB textures."""
+    from auditkit.sampledata import generate_shapes, write_image_folder
+
+    images, labels = generate_shapes(per_class, size=size, seed=seed)
+    return write_image_folder(root, images, labels, [f"class{k}" for k in range(10)])

@@ -33,10 +33,12 @@ class MarkingParams:
     psnr: float = 42.0  # PSNR floor in dB (``0`` disables it: the paper's unconstrained recipe)
     steps: int = 40
     lr: float = 1.0  # Adam step in pixel units
-    lambda1: float = 0.0005
+    lambda1: float = 0.0  # the paper uses 0.0005; with a PSNR floor the pixel penalty is redundant, and
+    # in absolute pixel units it swamps the carrier term of markers with small features
     lambda2: float = 0.01
     round_every: int = 10  # T in the paper
     augment: str = "random"
+    optimizer: str = "l2"  # "l2": normalised-gradient steps sized to the PSNR budget; "adam"
 
     def to_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
@@ -120,7 +122,8 @@ def mark_batch(
     original = images.detach().float()
     carriers = carriers.to(original.device, torch.float32)
     delta = torch.zeros_like(original, requires_grad=True)
-    optimizer = torch.optim.Adam([delta], lr=params.lr)
+    optimizer = torch.optim.Adam([delta], lr=params.lr) if params.optimizer == "adam" else None
+    budget = _l2_budget(original, params.psnr) if params.psnr > 0 else params.radius * math.sqrt(original[0].numel())
     device_type = original.device.type
 
     def phi(x: torch.Tensor) -> torch.Tensor:
@@ -137,9 +140,17 @@ def mark_batch(
             + params.lambda1 * delta.flatten(1).norm(dim=1)
             + params.lambda2 * shifted.norm(dim=1)
         ).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        else:
+            (grad,) = torch.autograd.grad(loss, delta)
+            with torch.no_grad():
+                # steepest descent for the L2 geometry of the PSNR budget, step shrinking linearly
+                size = params.lr * budget * (1.0 - (step - 1) / params.steps) / 2
+                norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
+                delta -= size * grad / norms
         with torch.no_grad():
             projected = _project(delta, original, params)
             if step % params.round_every == 0 and step < params.steps:

@@ -32,7 +32,7 @@ from auditkit import __version__
 from auditkit.carriers import carrier_commitment, derive_carriers
 from auditkit.datasets import get_dataset
 from auditkit.errors import AuditkitError
-from auditkit.fsutil import atomic_copy, atomic_write_bytes, sha256_bytes, sha256_file
+from auditkit.fsutil import atomic_copy, atomic_write_bytes, remove_stale_temporaries, sha256_bytes, sha256_file
 from auditkit.imagefolder import ImageEntry, encode_png, load_image, scan_image_folder
 from auditkit.keys import OwnerKeys
 from auditkit.marking.marker import marker_identity
@@ -166,6 +166,8 @@ def mark_release(
     if model.num_classes < 1:
         raise AuditkitError("the marking network has no classifier outputs")
     out_dir = Path(release.out_dir)
+    if out_dir.exists():
+        remove_stale_temporaries(out_dir)
     seed = int(release.params["selection_seed"])
     selected = select_images(scan.images, len(classes), request.fraction, seed)
     selected_set = set(selected)
