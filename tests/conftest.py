@@ -53,7 +53,7 @@ def trained_marker(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object
     from auditkit.training import to_tensor_images, train_classifier
 
     torch.manual_seed(0)
-    images, labels = generate_shapes(60, size=32, seed=123)
+    images, labels = generate_shapes(100, size=32, seed=123)
     model = create_architecture("small_resnet_w16", 10)
     train_classifier(model, to_tensor_images(images), torch.from_numpy(labels), epochs=3, seed=0)
     path = tmp_path_factory.mktemp("marker") / "marker.pt"

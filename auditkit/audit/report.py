@@ -74,7 +74,7 @@ def _cosine_plot_svg(result: dict[str, Any]) -> str:
     axis.legend(loc="upper left", frameon=False)
     figure.tight_layout()
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg")
+    figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     plt.close(figure)
     svg = buffer.getvalue()
     return svg[svg.index("<svg") :]
