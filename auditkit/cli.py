@@ -314,6 +314,47 @@ def audit(
     stdout.print(f"signed report: {outcome.report_path}" + (f"; HTML: {outcome.html_path}" if outcome.html_path else ""))
 
 
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Throwaway directory for the demo's registry, keys and files.")] = Path("demo"),
+    data: Annotated[str, typer.Option(help="auto (Fashion-MNIST when installed, else generated), fashion-mnist or generated.")] = "auto",
+) -> None:
+    """Run the whole owner workflow on small built-in data: mark, train a suspect and a clean model, audit both.
+
+    Example: auditkit demo --dir ./demo
+    """
+    import time
+
+    from auditkit.demo import DemoConfig, run_demo
+    from auditkit.stats import format_pvalue
+
+    started = time.perf_counter()
+    bars: list[_Progress] = []
+
+    def progress(description: str) -> _Progress:
+        if bars:
+            bars.pop().__exit__(None, None, None)
+        bar = _Progress(description, "steps").__enter__()
+        bars.append(bar)
+        return bar
+
+    def say(line: str) -> None:
+        if bars:
+            bars.pop().__exit__(None, None, None)
+        stdout.print(line)
+
+    result = run_demo(directory, DemoConfig(data=data), say, progress)
+    stdout.print(
+        f"6. Audits: the suspect gets p = {format_pvalue(result.suspect_log10_p)} (log10 p = {result.suspect_log10_p:.2f}): "
+        f"{'[bold green]detected[/]' if result.suspect_log10_p <= -5 else '[bold red]not detected[/]'}; "
+        f"the clean model gets p = {format_pvalue(result.clean_log10_p)}: "
+        f"{'[bold green]not detected[/]' if result.clean_log10_p > -2 else '[bold red]flagged[/]'}."
+    )
+    stdout.print(f"   Signed reports: {result.reports['suspect']}, {result.reports['clean']} "
+                 f"(check with `auditkit --keys {result.directory / 'keys'} report verify FILE`); "
+                 f"HTML pages beside them. Took {time.perf_counter() - started:.0f} s.")
+
+
 @release_app.command("list")
 def release_list(ctx: typer.Context, name: str, json_out: JsonFlag = False) -> None:
     """List the releases of a dataset.
