@@ -78,3 +78,33 @@ def test_selection_is_per_class_seeded_and_at_least_one() -> None:
 def test_release_paths_are_png() -> None:
     assert release_path_for("cat/x.jpg") == "cat/x.png"
     assert release_path_for("cat/sub/y.png") == "cat/sub/y.png"
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_png_round_trip_keeps_mode_size_and_alpha(tmp_path, mode: str) -> None:
+    from PIL import Image
+
+    from auditkit.imagefolder import encode_png, load_image
+
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    array = np.random.default_rng(0).integers(0, 256, (9, 7, channels), dtype=np.uint8).squeeze()
+    Image.fromarray(array, mode=mode).save(tmp_path / "x.png")
+    loaded = load_image(tmp_path / "x.png")
+    assert loaded.pixels.shape == ((1 if mode == "L" else 3), 9, 7)
+    (tmp_path / "y.png").write_bytes(encode_png(loaded.pixels, loaded.alpha, loaded.mode))
+    again = Image.open(tmp_path / "y.png")
+    assert again.mode == mode and again.size == (7, 9)
+    assert np.array_equal(np.asarray(again), array)
+
+
+def test_unsupported_and_corrupt_images_are_refused(tmp_path) -> None:
+    from PIL import Image
+
+    from auditkit.imagefolder import load_image
+
+    Image.fromarray(np.zeros((4, 4), np.uint16), mode="I;16").save(tmp_path / "deep.png")
+    with pytest.raises(AuditkitError, match="not supported"):
+        load_image(tmp_path / "deep.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(AuditkitError, match="cannot read"):
+        load_image(tmp_path / "bad.png")
