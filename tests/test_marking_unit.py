@@ -102,7 +102,7 @@ def test_unsupported_and_corrupt_images_are_refused(tmp_path) -> None:
 
     from auditkit.imagefolder import load_image
 
-    Image.fromarray(np.zeros((4, 4), np.uint16), mode="I;16").save(tmp_path / "deep.png")
+    Image.new("I;16", (4, 4)).save(tmp_path / "deep.png")
     with pytest.raises(AuditkitError, match="not supported"):
         load_image(tmp_path / "deep.png")
     (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
