@@ -19,7 +19,11 @@ from auditkit.errors import AuditkitError
 ENTRY_POINT_GROUP = "auditkit.adapters"
 
 #: name -> "module:function"; read-only to plugins, which use the entry-point group.
-BUILTIN: dict[str, str] = {"torch": "adapters.pytorch:load_model"}
+BUILTIN: dict[str, str] = {
+    "torch": "adapters.pytorch:load_model",
+    "timm": "adapters.timm_models:load_model",
+    "onnx": "adapters.onnx_models:load_model",
+}
 
 Loader = Callable[[str, AdapterOptions], Any]
 
@@ -42,9 +46,16 @@ def get_loader(name: str) -> Loader:
     raise AuditkitError(f"no adapter named {name!r}; installed adapters: {', '.join(available_adapters())}")
 
 
-def load_model(location: str, options: AdapterOptions, adapter: str = "torch") -> WhiteBoxModel | BlackBoxModel:
-    """Load a model through adapter ``adapter``."""
-    return get_loader(adapter)(location, options)  # type: ignore[no-any-return]
+def resolve_adapter_name(location: str, adapter: str = "auto") -> str:
+    """``auto`` picks ``onnx`` for ``*.onnx`` files and ``torch`` otherwise."""
+    if adapter != "auto":
+        return adapter
+    return "onnx" if location.lower().endswith(".onnx") else "torch"
+
+
+def load_model(location: str, options: AdapterOptions, adapter: str = "auto") -> WhiteBoxModel | BlackBoxModel:
+    """Load a model through adapter ``adapter`` (``auto``: chosen from the location)."""
+    return get_loader(resolve_adapter_name(location, adapter))(location, options)  # type: ignore[no-any-return]
 
 
 __all__ = [
@@ -55,4 +66,5 @@ __all__ = [
     "available_adapters",
     "get_loader",
     "load_model",
+    "resolve_adapter_name",
 ]

@@ -50,10 +50,12 @@ dataset_app = typer.Typer(cls=_Group, help="Register and inspect datasets.", no_
 release_app = typer.Typer(cls=_Group, help="Inspect marked releases.", no_args_is_help=True)
 report_app = typer.Typer(cls=_Group, help="Verify and show signed audit reports.", no_args_is_help=True)
 keys_app = typer.Typer(cls=_Group, help="Owner keys.", no_args_is_help=True)
+adapters_app = typer.Typer(cls=_Group, help="Model adapters.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(release_app, name="release")
 app.add_typer(report_app, name="report")
 app.add_typer(keys_app, name="keys")
+app.add_typer(adapters_app, name="adapters")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -210,7 +212,7 @@ def mark(
     name: Annotated[str, typer.Argument(help="Registered dataset to mark.")],
     out: Annotated[Path, typer.Option(help="Directory of the new release (must be new or empty).")],
     fraction: Annotated[float, typer.Option(help="Fraction q of each class to mark.")] = 0.1,
-    marker: Annotated[str, typer.Option(help="Marking network architecture (torchvision name or small_resnet, ...).")] = "resnet18",
+    marker: Annotated[str, typer.Option(help="Marking network architecture: torchvision name, small_resnet..., or timm:NAME.")] = "resnet18",
     marker_weights: Annotated[Optional[Path], typer.Option(help="Weights of the marking network (state dict, checkpoint, safetensors, TorchScript).")] = None,
     radius: Annotated[float, typer.Option(help="L-infinity bound R in pixel units (0-255).")] = 10.0,
     psnr: Annotated[float, typer.Option(help="PSNR floor of every marked image in dB (0: none, the paper's unconstrained recipe).")] = 42.0,
@@ -268,7 +270,7 @@ def audit(
     name: Annotated[str, typer.Argument(help="Registered dataset whose releases to test.")],
     model: Annotated[str, typer.Option(help="Suspect model file (state dict, checkpoint, TorchScript, ...).")],
     arch: Annotated[Optional[str], typer.Option(help="Architecture of the suspect (e.g. resnet18).")] = None,
-    adapter: Annotated[str, typer.Option(help="Model adapter (see `auditkit adapters list`).")] = "torch",
+    adapter: Annotated[str, typer.Option(help="Model adapter: auto (by file type), torch, timm, onnx or a plugin (`auditkit adapters list`).")] = "auto",
     release: Annotated[str, typer.Option(help="Release name, or 'all' (Holm-adjusted).")] = "all",
     mode: Annotated[str, typer.Option(help="auto or white-box.")] = "auto",
     holdout: Annotated[Optional[Path], typer.Option(help="Vanilla images for the alignment (default: unmarked source images).")] = None,
@@ -399,6 +401,24 @@ def release_show(
         return
     for key, value in summary.items():
         stdout.print(f"[bold]{key}[/]: {value}")
+
+
+@adapters_app.command("list")
+def adapters_list(json_out: JsonFlag = False) -> None:
+    """List the model adapters: built-ins and plugins (entry-point group auditkit.adapters).
+
+    Example: auditkit adapters list
+    """
+    from adapters import available_adapters
+
+    found = available_adapters()
+    if json_out:
+        _print_json(found)
+        return
+    table = Table("adapter", "source")
+    for name, origin in found.items():
+        table.add_row(name, origin)
+    stdout.print(table)
 
 
 @keys_app.command("export-public")

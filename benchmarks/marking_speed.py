@@ -79,10 +79,14 @@ def shift_under_augmentation(features, marked: torch.Tensor, original: torch.Ten
     return float(np.mean(shifts))
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_memory(device: torch.device) -> str:
+    """Peak GPU memory of the method just run (reset before each), or "-" on CPU, where only
+    the process-wide peak RSS is known (printed under the table)."""
+    if device.type != "cuda":
+        return "-"
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    torch.cuda.reset_peak_memory_stats()
+    return f"{peak:.0f}"
 
 
 def main() -> None:
@@ -113,7 +117,9 @@ def main() -> None:
 
     print(f"machine: {machine()}; marker {marker_name}, d={wrapped.feature_dim}; {args.images} images of "
           f"{args.size}x{args.size}, batch {args.batch_size}, device {device}\n")
-    print("| method | steps | images/s | peak memory (MB) | PSNR (dB) | shift along u (aug.) |")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    print("| method | steps | images/s | peak GPU memory (MB) | PSNR (dB) | shift along u (aug.) |")
     print("|---|---:|---:|---:|---:|---:|")
     target_psnr = 42.0
     baseline_rate = math.nan
@@ -128,7 +134,7 @@ def main() -> None:
         target_psnr = float(psnr_db(marked - images).mean())
         baseline_rate = args.images / seconds
         shift = shift_under_augmentation(wrapped.features, marked, images, carriers)
-        print(f"| paper recipe (SGD, weight grads) | 90 | {baseline_rate:.3f} | {peak_memory_mb(device):.0f} | {target_psnr:.2f} | {shift:.3f} |")
+        print(f"| paper recipe (SGD, weight grads) | 90 | {baseline_rate:.3f} | {peak_memory(device)} | {target_psnr:.2f} | {shift:.3f} |")
     for steps in (int(s) for s in args.steps.split(",")):
         params = MarkingParams(psnr=round(target_psnr, 2), steps=steps)
         start = time.perf_counter()
@@ -145,8 +151,9 @@ def main() -> None:
         rate = args.images / seconds
         shift = shift_under_augmentation(wrapped.features, marked, images, carriers)
         speedup = f" ({rate / baseline_rate:.1f}x)" if math.isfinite(baseline_rate) else ""
-        print(f"| auditkit (PSNR floor {params.psnr:g} dB) | {steps} | {rate:.3f}{speedup} | {peak_memory_mb(device):.0f} | "
+        print(f"| auditkit (PSNR floor {params.psnr:g} dB) | {steps} | {rate:.3f}{speedup} | {peak_memory(device)} | "
               f"{float(psnr_db(marked - images).mean()):.2f} | {shift:.3f} |")
+    print(f"\nprocess peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -124,3 +124,109 @@ def test_bad_inputs(scenario: dict) -> None:
     assert missing.returncode != 0 and "does not exist" in missing.stderr
     for result in (wrong_arch, missing):
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def _export_onnx(model: torch.nn.Module, path: Path) -> Path:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (torch.rand(2, 3, 32, 32),), str(path), input_names=["input"],
+                          output_names=["logits"], dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},))
+    return path
+
+
+def test_same_answer_through_state_dict_torchscript_and_onnx(scenario: dict) -> None:
+    files, arch, root = scenario["files"], scenario["arch"], scenario["root"]
+    from auditkit.nets import create_architecture
+
+    for name in ("frozen", "frozen_clean"):
+        model = create_architecture(arch, 10)
+        model.load_state_dict(torch.load(files[name]))
+        onnx_path = _export_onnx(model, root / f"{name}.onnx")
+        state = _audit(scenario, str(files[name]), "--arch", arch)["results"][0]
+        onnx = _audit(scenario, str(onnx_path))["results"][0]
+        assert onnx["log10_p"] == pytest.approx(state["log10_p"], rel=1e-3)
+        assert [r["cosine"] for r in onnx["per_class"]] == pytest.approx([r["cosine"] for r in state["per_class"]], abs=1e-4)
+        assert (onnx["log10_p"] < -5) if name == "frozen" else (onnx["log10_p"] > -2)
+
+
+def test_timm_models_through_timm_and_onnx(scenario: dict) -> None:
+    import timm
+
+    from auditkit.threats import load_image_folder
+    from auditkit.training import train_classifier
+
+    root = scenario["root"]
+    images, labels = load_image_folder(root / "release")
+    for arch in ("test_resnet", "test_vit"):
+        torch.manual_seed(0)
+        model = timm.create_model(arch, pretrained=False, num_classes=10)
+        train_classifier(model, images[:800], labels[:800], epochs=1, seed=0, batch_size=64)
+        weights = root / f"{arch}.pt"
+        torch.save(model.state_dict(), weights)
+        via_timm = _audit(scenario, str(weights), "--adapter", "timm", "--arch", arch)["results"][0]
+        assert via_timm["dim"] == 64 and -1e6 < via_timm["log10_p"] <= 0
+        assert not via_timm["alignment"]["identity"]
+        if arch == "test_resnet":
+            via_onnx = _audit(scenario, str(_export_onnx(model, root / f"{arch}.onnx")))["results"][0]
+            assert via_onnx["log10_p"] == pytest.approx(via_timm["log10_p"], rel=1e-3)
+
+
+def test_adapter_bad_inputs(scenario: dict) -> None:
+    env, root = scenario["env"], scenario["root"]
+    unknown = run_cli("audit", "shapes", "--model", str(scenario["files"]["frozen"]), "--adapter", "timm",
+                      "--arch", "resnet_that_does_not_exist", env=env, check=False)
+    assert unknown.returncode != 0 and "timm has no model named" in unknown.stderr
+
+    class TwoHeads(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return x.mean((2, 3)), x.amax((2, 3))
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TwoHeads(), (torch.rand(1, 3, 32, 32),), str(root / "two.onnx"), dynamo=True)
+    several = run_cli("audit", "shapes", "--model", str(root / "two.onnx"), env=env, check=False)
+    assert several.returncode != 0 and "2 outputs" in several.stderr
+
+    class NoLinearHead(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1).repeat(1, 4)[:, :10]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(NoLinearHead(), (torch.rand(1, 3, 32, 32),), str(root / "nohead.onnx"), dynamo=True)
+    blackbox = run_cli("audit", "shapes", "--model", str(root / "nohead.onnx"), env=env, check=False)
+    assert blackbox.returncode != 0 and "logits only" in blackbox.stderr
+    for result in (unknown, several, blackbox):
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_third_party_adapter_plugin(scenario: dict, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    import numpy as np
+
+    site = tmp_path / "site"
+    dist = site / "auditkit_npz_plugin-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: auditkit-npz-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[auditkit.adapters]\nnpz = auditkit_npz_plugin:load_model\n")
+    shutil.copy(Path(__file__).parent / "plugin" / "auditkit_npz_plugin.py", site)
+    env = dict(scenario["env"], PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+
+    listed = json.loads(run_cli("adapters", "list", "--json", env=env).stdout)
+    assert listed["npz"].startswith("plugin") and listed["torch"].startswith("built-in")
+
+    rng = np.random.default_rng(0)
+    model = tmp_path / "model.npz"
+    np.savez(model, P=rng.standard_normal((48, 3 * 32 * 32)) / 55, W=rng.standard_normal((10, 48)), b=np.zeros(10))
+    result = run_cli("audit", "shapes", "--model", str(model), "--adapter", "npz", "--out", str(tmp_path / "r.json"),
+                     "--json", env=env)
+    report = json.loads(result.stdout)["results"][0]
+    assert report["dim"] == 64 and report["alignment"]["suspect_dim"] == 48
+    assert -1e6 < report["log10_p"] <= 0
+    assert "verified" in run_cli("report", "verify", str(tmp_path / "r.json"), env=env).stdout

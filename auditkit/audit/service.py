@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters import AdapterOptions, WhiteBoxModel, load_model
+from adapters import AdapterOptions, WhiteBoxModel, load_model, resolve_adapter_name
 from auditkit import __version__
 from auditkit.audit.align import Alignment, fit_alignment, identity_alignment
 from auditkit.audit.images import batched_features, choose, vanilla_image_paths
@@ -39,7 +39,7 @@ MODES = ("auto", "white-box", "loss-gap", "distill")
 class AuditRequest:
     dataset: str
     model: str
-    adapter: str = "torch"
+    adapter: str = "auto"
     options: AdapterOptions = field(default_factory=AdapterOptions)
     release: str = "all"
     mode: str = "auto"
@@ -124,7 +124,8 @@ def run_audit(registry: Registry, keys: OwnerKeys, request: AuditRequest) -> Aud
         raise AuditkitError(f"--mode must be one of {', '.join(MODES)}")
     if request.mode in ("loss-gap", "distill"):
         raise AuditkitError(f"--mode {request.mode} (black-box) is not available in this version; use white-box")
-    model = load_model(request.model, request.options, request.adapter)
+    adapter = resolve_adapter_name(request.model, request.adapter)
+    model = load_model(request.model, request.options, adapter)
     if not isinstance(model, WhiteBoxModel):
         raise AuditkitError(f"{request.model} gives logits only; white-box audits need features and a classifier")
     started = datetime.now(timezone.utc)
@@ -164,7 +165,7 @@ def run_audit(registry: Registry, keys: OwnerKeys, request: AuditRequest) -> Aud
 
     predicate: dict[str, Any] = {
         "dataset": dataset_name,
-        "model": {"location": request.model, "sha256": model.digest, "adapter": request.adapter,
+        "model": {"location": request.model, "sha256": model.digest, "adapter": adapter,
                   "description": model.description, "num_classes": model.num_classes, "feature_dim": model.feature_dim},
         "mode": "white-box",
         "null_hypothesis": "the suspect model was not trained on the release: each carrier is uniform on the sphere "
@@ -188,7 +189,7 @@ def run_audit(registry: Registry, keys: OwnerKeys, request: AuditRequest) -> Aud
     with registry.session() as session:
         for release, result in zip(releases, results):
             session.add(Audit(
-                release_id=release.id, model_digest=model.digest, model_location=request.model, adapter=request.adapter,
+                release_id=release.id, model_digest=model.digest, model_location=request.model, adapter=adapter,
                 mode="white-box", log10_p=result["log10_p"], report_sha256=sha256_bytes(data), report_path=str(Path(report_path).resolve()),
             ))
     return AuditOutcome(predicate, Path(report_path), html_path)

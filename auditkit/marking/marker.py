@@ -12,12 +12,15 @@ from auditkit.errors import AuditkitError
 
 
 def load_marker(arch: str, weights: Path | None, *, device: str = "auto") -> WhiteBoxModel:
-    """Load the marking network: ``arch`` with ``weights`` (state dict, checkpoint,
-    safetensors or TorchScript). Without ``weights``, torchvision's default pretrained
+    """Load the marking network: ``arch`` (a torchvision or built-in name, or ``timm:NAME``)
+    with ``weights`` (state dict, checkpoint, safetensors or TorchScript). Without ``weights``, torchvision's default pretrained
     weights are used when they can be obtained (they cannot offline: the error says so)."""
+    adapter, _, name = arch.rpartition(":")  # "timm:convnext_atto" -> the timm adapter
     if weights is None:
+        if adapter:
+            raise AuditkitError(f"--marker {arch} needs --marker-weights FILE")
         return _torchvision_pretrained(arch, device)
-    model = load_model(str(weights), AdapterOptions(arch=arch, device=device))
+    model = load_model(str(weights), AdapterOptions(arch=name, device=device), adapter or "torch")
     if not isinstance(model, WhiteBoxModel):
         raise AuditkitError(f"{weights} exposes no features; a marking network must be white-box")
     return model
