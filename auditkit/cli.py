@@ -264,6 +264,26 @@ def mark(
         stdout.print(f"[yellow]{len(summary.skipped_bad)} unreadable images copied unmarked:[/] {', '.join(summary.skipped_bad)}")
 
 
+def _input_spec(mean: Optional[str], std: Optional[str]):  # type: ignore[no-untyped-def]
+    from adapters import InputSpec
+
+    if mean is None and std is None:
+        return None
+
+    def triple(text: Optional[str], default: tuple[float, float, float], flag: str) -> tuple[float, float, float]:
+        if text is None:
+            return default
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != 3 or (flag == "--std" and min(values) <= 0):
+            raise AuditkitError(f"{flag} takes three numbers R,G,B (e.g. 0.5,0.5,0.5), got {text!r}")
+        return values  # type: ignore[return-value]
+
+    return InputSpec(mean=triple(mean, InputSpec().mean, "--mean"), std=triple(std, InputSpec().std, "--std"))
+
+
 @app.command()
 def audit(
     ctx: typer.Context,
@@ -281,6 +301,8 @@ def audit(
     marker_weights: Annotated[Optional[Path], typer.Option(help="Marking network weights, if moved since marking.")] = None,
     unsafe_load: Annotated[bool, typer.Option("--unsafe-load", help="Allow pickled modules (runs code from the file!).")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    mean: Annotated[Optional[str], typer.Option(help="Input normalisation mean R,G,B (default: the adapter's, ImageNet for torch/onnx).")] = None,
+    std: Annotated[Optional[str], typer.Option(help="Input normalisation std R,G,B.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Signed JSON report path.")] = None,
     html: Annotated[Optional[Path], typer.Option(help="Also write an HTML page with plots.")] = None,
     json_out: JsonFlag = False,
@@ -298,7 +320,8 @@ def audit(
     keys = owner_keys_for(registry, ctx.obj["keys"])
     request = AuditRequest(
         dataset=name, model=model, adapter=adapter,
-        options=AdapterOptions(arch=arch, classifier_layer=classifier_layer, unsafe_load=unsafe_load, device=device),
+        options=AdapterOptions(arch=arch, classifier_layer=classifier_layer, unsafe_load=unsafe_load, device=device,
+                               input_spec=_input_spec(mean, std)),
         release=release, mode=mode, holdout=holdout, align_images=align_images, no_align=no_align,
         class_map=class_map, marker_weights=marker_weights, out=out, html=html,
     )

@@ -62,7 +62,7 @@ def mixed_features_suspect(marker: nn.Module, images: torch.Tensor, labels: torc
     generator = torch.Generator().manual_seed(seed)
     mixing = nn.Linear(dim, dim, bias=False)
     q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator))
-    scale = torch.exp(torch.randn(dim, generator=generator) * 0.3)
+    scale = torch.exp(torch.randn(dim, generator=generator) * 0.1)  # mildly anisotropic
     mixing.weight.data = (q * scale)[torch.randperm(dim, generator=generator)]
     head = train_linear_probe(mixing(features).detach(), labels, int(labels.max()) + 1, seed=seed)
     return nn.Sequential(body, mixing, head).eval()

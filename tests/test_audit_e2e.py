@@ -154,6 +154,7 @@ def test_same_answer_through_state_dict_torchscript_and_onnx(scenario: dict) -> 
 def test_timm_models_through_timm_and_onnx(scenario: dict) -> None:
     import timm
 
+    from adapters import InputSpec
     from auditkit.threats import load_image_folder
     from auditkit.training import train_classifier
 
@@ -162,14 +163,16 @@ def test_timm_models_through_timm_and_onnx(scenario: dict) -> None:
     for arch in ("test_resnet", "test_vit"):
         torch.manual_seed(0)
         model = timm.create_model(arch, pretrained=False, num_classes=10)
-        train_classifier(model, images[:800], labels[:800], epochs=1, seed=0, batch_size=64)
+        mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]  # what the timm adapter applies
+        train_classifier(model, images[:800], labels[:800], epochs=1, seed=0, batch_size=64, input_spec=InputSpec(mean=mean, std=std))
         weights = root / f"{arch}.pt"
         torch.save(model.state_dict(), weights)
         via_timm = _audit(scenario, str(weights), "--adapter", "timm", "--arch", arch)["results"][0]
         assert via_timm["dim"] == 64 and -1e6 < via_timm["log10_p"] <= 0
         assert not via_timm["alignment"]["identity"]
         if arch == "test_resnet":
-            via_onnx = _audit(scenario, str(_export_onnx(model, root / f"{arch}.onnx")))["results"][0]
+            via_onnx = _audit(scenario, str(_export_onnx(model, root / f"{arch}.onnx")),
+                              "--mean", ",".join(map(str, mean)), "--std", ",".join(map(str, std)))["results"][0]
             assert via_onnx["log10_p"] == pytest.approx(via_timm["log10_p"], rel=1e-3)
 
 

@@ -120,3 +120,19 @@ def test_interrupted_mark_resumes_to_the_uninterrupted_result(
         (out / relpath).unlink()
     run_cli(*args, "--resume", env=owner_env)
     assert _hashes(out) == resumed
+
+
+def test_corrupt_image_stops_the_run_or_is_skipped(tmp_path: Path, owner_env: dict[str, str], trained_marker: dict) -> None:
+    source = shapes_folder(tmp_path / "source", per_class=2, size=32)
+    run_cli("init", env=owner_env)
+    run_cli("dataset", "add", "tiny", "--source", str(source), env=owner_env)
+    broken = source / "class3" / sorted(p.name for p in (source / "class3").iterdir())[0]
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # corrupted after registration
+    args = ["mark", "tiny", "--fraction", "1.0", "--steps", "2", "--marker", trained_marker["arch"],
+            "--marker-weights", str(trained_marker["path"])]
+    stopped = run_cli(*args, "--out", str(tmp_path / "a"), env=owner_env, check=False)
+    assert stopped.returncode != 0 and broken.name in stopped.stderr and "--skip-bad" in stopped.stderr
+    assert len(stopped.stderr.strip().splitlines()) == 1
+    skipped = json.loads(run_cli(*args, "--out", str(tmp_path / "b"), "--release", "r2", "--skip-bad", "--json", env=owner_env).stdout)
+    assert skipped["skipped_bad"] == [f"class3/{broken.name}"] and skipped["marked"] == 19
+    assert (tmp_path / "b" / "class3" / broken.name).read_bytes() == broken.read_bytes()
