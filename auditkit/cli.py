@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -325,8 +326,11 @@ def audit(
         release=release, mode=mode, holdout=holdout, align_images=align_images, no_align=no_align,
         class_map=class_map, marker_weights=marker_weights, out=out, html=html,
     )
-    with stderr.status("auditing"):
+    with stderr.status("auditing"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
         outcome = run_audit(registry, keys, request)
+    for warning in caught:
+        typer.echo(f"auditkit: warning: {warning.message}", err=True)
     if json_out:
         _print_json({"report": str(outcome.report_path), "html": str(outcome.html_path) if outcome.html_path else None,
                      "results": outcome.results})

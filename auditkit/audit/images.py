@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from auditkit.errors import AuditkitError
 from auditkit.imagefolder import IMAGE_EXTENSIONS, load_image, scan_image_folder
-from auditkit.registry.models import Dataset, MarkedItem
+from auditkit.registry.models import Dataset, MarkedItem, Release
 from auditkit.registry.store import Registry
 
 
@@ -31,7 +31,7 @@ def vanilla_image_paths(registry: Registry, dataset: Dataset, holdout: Path | No
     scan = scan_image_folder(source)
     with registry.session() as session:
         marked = set(session.scalars(
-            select(MarkedItem.source_path).join(MarkedItem.release).where(MarkedItem.release.has(dataset_id=dataset.id))
+            select(MarkedItem.source_path).join(Release).where(Release.dataset_id == dataset.id)
         ))
     return [source / e.relpath for e in scan.images if e.relpath not in marked]
 
