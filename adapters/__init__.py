@@ -23,6 +23,7 @@ BUILTIN: dict[str, str] = {
     "torch": "adapters.pytorch:load_model",
     "timm": "adapters.timm_models:load_model",
     "onnx": "adapters.onnx_models:load_model",
+    "http": "adapters.http_api:load_model",
 }
 
 Loader = Callable[[str, AdapterOptions], Any]
@@ -47,9 +48,11 @@ def get_loader(name: str) -> Loader:
 
 
 def resolve_adapter_name(location: str, adapter: str = "auto") -> str:
-    """``auto`` picks ``onnx`` for ``*.onnx`` files and ``torch`` otherwise."""
+    """``auto`` picks ``http`` for URLs, ``onnx`` for ``*.onnx`` files and ``torch`` otherwise."""
     if adapter != "auto":
         return adapter
+    if location.startswith(("http://", "https://")):
+        return "http"
     return "onnx" if location.lower().endswith(".onnx") else "torch"
 
 

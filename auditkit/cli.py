@@ -265,6 +265,57 @@ def mark(
         stdout.print(f"[yellow]{len(summary.skipped_bad)} unreadable images copied unmarked:[/] {', '.join(summary.skipped_bad)}")
 
 
+@app.command()
+def plan(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Registered dataset you intend to mark.")],
+    fraction: Annotated[list[float], typer.Option(help="Fraction q of each class to mark; repeat to compare several.")],
+    marker: Annotated[str, typer.Option(help="Marking network architecture (as for mark).")] = "resnet18",
+    marker_weights: Annotated[Optional[Path], typer.Option(help="Weights of the marking network.")] = None,
+    psnr: Annotated[float, typer.Option(help="PSNR floor in dB (as for mark).")] = 42.0,
+    steps: Annotated[int, typer.Option(help="Optimisation steps per image (as for mark).")] = 40,
+    augment: Annotated[str, typer.Option(help="random, center or none (as for mark).")] = "random",
+    pilots: Annotated[int, typer.Option(help="Images per class marked for real to measure the feature shifts.")] = 8,
+    images: Annotated[int, typer.Option(help="Vanilla images used to simulate the release.")] = 5000,
+    draws: Annotated[int, typer.Option(help="Independent simulations (fresh carriers and pilots).")] = 3,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    json_out: JsonFlag = False,
+) -> None:
+    """Predict, before release, the p-value of the frozen-features test (paper §5.1) for each --fraction.
+
+    Example: auditkit plan flowers --fraction 0.05 --fraction 0.1 --marker resnet18 --marker-weights resnet18.pt
+    """
+    from auditkit.marking.augment import AUGMENTATIONS
+    from auditkit.marking.marker import load_marker
+    from auditkit.marking.optimize import MarkingParams
+    from auditkit.planning import PlanRequest, plan_release
+
+    if augment not in AUGMENTATIONS:
+        raise AuditkitError(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+    if pilots < 1 or images < 2 or draws < 1:
+        raise AuditkitError("--pilots and --draws must be >= 1 and --images >= 2")
+    registry = _open(ctx)
+    model = load_marker(marker, marker_weights, device=device)
+    request = PlanRequest(dataset=name, fractions=fraction, params=MarkingParams(psnr=psnr, steps=steps, augment=augment),
+                          pilot_per_class=pilots, images=images, draws=draws)
+    with _Progress("simulating", "draws") as progress:
+        result = plan_release(registry, model, request, progress=progress)
+    if json_out:
+        _print_json({"classes": result.classes, "dim": result.dim, "images": result.images, "pilot_psnr": result.pilot_psnr,
+                     "pilot_shift": result.pilot_shift, "shift_ratio": result.shift_ratio,
+                     "rows": [{"fraction": r.fraction, "log10_p": r.log10_p, "median_log10_p": r.median} for r in result.rows]})
+        return
+    stdout.print(f"{result.classes} classes, marker d = {result.dim}, {result.images} vanilla images; pilot marks: "
+                 f"PSNR {result.pilot_psnr:.1f} dB, shift along the carrier {result.pilot_shift:.3f} "
+                 f"({result.shift_ratio:.2f} of the class-mean spread)")
+    table = Table("q", "expected log10 p (median)", "range over draws", title="frozen-features threat, predicted")
+    for row in result.rows:
+        table.add_row(f"{row.fraction:g}", f"{row.median:.2f}", f"{min(row.log10_p):.2f} .. {max(row.log10_p):.2f}")
+    stdout.print(table)
+    stdout.print("A prediction from simulated marks (docs/results.md compares it with measured releases); "
+                 "training from scratch gives weaker evidence than frozen features.")
+
+
 def _input_spec(mean: Optional[str], std: Optional[str]):  # type: ignore[no-untyped-def]
     from adapters import InputSpec
 
@@ -289,11 +340,11 @@ def _input_spec(mean: Optional[str], std: Optional[str]):  # type: ignore[no-unt
 def audit(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Registered dataset whose releases to test.")],
-    model: Annotated[str, typer.Option(help="Suspect model file (state dict, checkpoint, TorchScript, ...).")],
+    model: Annotated[str, typer.Option(help="Suspect model file (state dict, checkpoint, TorchScript, ONNX, ...) or an http(s):// logit API.")],
     arch: Annotated[Optional[str], typer.Option(help="Architecture of the suspect (e.g. resnet18).")] = None,
-    adapter: Annotated[str, typer.Option(help="Model adapter: auto (by file type), torch, timm, onnx or a plugin (`auditkit adapters list`).")] = "auto",
+    adapter: Annotated[str, typer.Option(help="Model adapter: auto (by file type or URL), torch, timm, onnx, http or a plugin (`auditkit adapters list`).")] = "auto",
     release: Annotated[str, typer.Option(help="Release name, or 'all' (Holm-adjusted).")] = "all",
-    mode: Annotated[str, typer.Option(help="auto or white-box.")] = "auto",
+    mode: Annotated[str, typer.Option(help="auto (white-box when possible, else loss-gap), white-box, loss-gap or distill.")] = "auto",
     holdout: Annotated[Optional[Path], typer.Option(help="Vanilla images for the alignment (default: unmarked source images).")] = None,
     align_images: Annotated[Optional[int], typer.Option(help="Number of alignment images (default max(2(d+1), 512)).")] = None,
     no_align: Annotated[bool, typer.Option("--no-align", help="Compare the classifier with the carriers directly.")] = False,
@@ -302,6 +353,19 @@ def audit(
     marker_weights: Annotated[Optional[Path], typer.Option(help="Marking network weights, if moved since marking.")] = None,
     unsafe_load: Annotated[bool, typer.Option("--unsafe-load", help="Allow pickled modules (runs code from the file!).")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    controls: Annotated[int, typer.Option(help="loss-gap: control carrier sets K (per-class p-values in steps of 1/(K+1)).")] = 39,
+    loss_gap_images: Annotated[int, typer.Option(help="loss-gap: released images per class to query (x (K+1) queries).")] = 5,
+    student: Annotated[Optional[str], typer.Option(help="distill: student architecture (default: the marker's frozen features + a linear head).")] = None,
+    distill_epochs: Annotated[int, typer.Option(help="distill: epochs when --student is a network.")] = 10,
+    header: Annotated[Optional[list[str]], typer.Option(help="http: request header 'Name: value' (a last word env:VAR reads $VAR: 'Authorization: Bearer env:TOKEN'); repeatable.")] = None,
+    timeout: Annotated[float, typer.Option(help="http: seconds per request.")] = 30.0,
+    retries: Annotated[int, typer.Option(help="http: retries on 429/5xx/timeouts, with exponential backoff.")] = 5,
+    rate: Annotated[float, typer.Option(help="http: at most this many requests per second (0: no limit).")] = 0.0,
+    max_queries: Annotated[Optional[int], typer.Option(help="http: hard budget of images sent.")] = None,
+    cache: Annotated[Path, typer.Option(help="http: on-disk cache of answers.")] = Path(".auditkit-cache"),
+    request_template: Annotated[Optional[str], typer.Option(help='http: JSON request body; "$images" is the list of base64 PNGs, [{..."$image"...}] repeats per image.')] = None,
+    response_path: Annotated[Optional[str], typer.Option(help="http: dotted path to the score rows in the answer, e.g. predictions or data.*.scores.")] = None,
+    scores: Annotated[Optional[str], typer.Option(help="http: the answer holds logits or probs (default: its key says).")] = None,
     mean: Annotated[Optional[str], typer.Option(help="Input normalisation mean R,G,B (default: the adapter's, ImageNet for torch/onnx).")] = None,
     std: Annotated[Optional[str], typer.Option(help="Input normalisation std R,G,B.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Signed JSON report path.")] = None,
@@ -310,9 +374,12 @@ def audit(
 ) -> None:
     """Audit a suspect model against a dataset's releases and write a signed report.
 
-    Example: auditkit audit flowers --model suspect.pt --arch resnet18 --out report.json --html report.html
+    Examples: auditkit audit flowers --model suspect.pt --arch resnet18 --out report.json --html report.html;
+    auditkit audit flowers --model https://api.example.com/v1/predict --header "Authorization: Bearer env:API_TOKEN" --mode distill
     """
     from adapters import AdapterOptions
+    from auditkit.audit.distill import DistillParams
+    from auditkit.audit.lossgap import LossGapParams
     from auditkit.audit.service import AuditRequest, run_audit
     from auditkit.owner import owner_keys_for
     from auditkit.stats import format_pvalue
@@ -321,10 +388,16 @@ def audit(
     keys = owner_keys_for(registry, ctx.obj["keys"])
     request = AuditRequest(
         dataset=name, model=model, adapter=adapter,
-        options=AdapterOptions(arch=arch, classifier_layer=classifier_layer, unsafe_load=unsafe_load, device=device,
-                               input_spec=_input_spec(mean, std)),
+        options=AdapterOptions(
+            arch=arch, classifier_layer=classifier_layer, unsafe_load=unsafe_load, device=device, input_spec=_input_spec(mean, std),
+            extra={"header": "\n".join(header or []), "timeout": str(timeout), "retries": str(retries), "rate": str(rate),
+                   "max_queries": str(max_queries or ""), "cache": str(cache), "request_template": request_template or "",
+                   "response_path": response_path or "", "scores": scores or ""},
+        ),
         release=release, mode=mode, holdout=holdout, align_images=align_images, no_align=no_align,
         class_map=class_map, marker_weights=marker_weights, out=out, html=html,
+        loss_gap=LossGapParams(controls=controls, images_per_class=loss_gap_images),
+        distill=DistillParams(student_arch=student, epochs=distill_epochs),
     )
     with stderr.status("auditing"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
@@ -335,10 +408,12 @@ def audit(
         _print_json({"report": str(outcome.report_path), "html": str(outcome.html_path) if outcome.html_path else None,
                      "results": outcome.results})
         return
-    table = Table("release", "log10 p", "p", "Holm log10 p", "mean cos", "z", "align resid.")
+    table = Table("release", "mode", "log10 p", "p", "Holm log10 p", "effect", "queries")
     for r in outcome.results:
-        table.add_row(r["release"]["name"], f"{r['log10_p']:.3f}", format_pvalue(r["log10_p"]), f"{r['log10_p_holm']:.3f}",
-                      f"{r['mean_cosine']:+.4f}", f"{r['z_score']:.2f}", f"{r['alignment']['relative_residual']:.3f}")
+        effect = (f"mean cos {r['mean_cosine']:+.4f} (z {r['z_score']:.1f})" if "mean_cosine" in r
+                  else f"loss gap {r['loss_gap_mean']:+.4f} ({r['effect_size']:+.2f} control SDs)")
+        table.add_row(r["release"]["name"], outcome.predicate["mode"], f"{r['log10_p']:.3f}", format_pvalue(r["log10_p"]),
+                      f"{r['log10_p_holm']:.3f}", effect, str(r.get("queries") or "-"))
     stdout.print(table)
     stdout.print(f"signed report: {outcome.report_path}" + (f"; HTML: {outcome.html_path}" if outcome.html_path else ""))
 
@@ -382,6 +457,33 @@ def demo(
     stdout.print(f"   Signed reports: {result.reports['suspect']}, {result.reports['clean']} "
                  f"(check with `auditkit --keys {result.directory / 'keys'} report verify FILE`); "
                  f"HTML pages beside them. Took {time.perf_counter() - started:.0f} s.")
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="Model file to serve.")],
+    arch: Annotated[Optional[str], typer.Option(help="Architecture (as for audit).")] = None,
+    adapter: Annotated[str, typer.Option(help="Adapter used to load the model.")] = "auto",
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one).")] = 8765,
+    probs: Annotated[bool, typer.Option("--probs", help="Answer probabilities instead of logits.")] = False,
+    unsafe_load: Annotated[bool, typer.Option("--unsafe-load", help="Allow pickled modules (runs code from the file!).")] = False,
+) -> None:
+    """Serve a model as a logit API on 127.0.0.1 (the http adapter's default schema).
+
+    Example: auditkit serve suspect.pt --arch resnet18 --port 8765
+    """
+    from adapters import AdapterOptions, load_model
+    from auditkit.serve import make_server
+
+    loaded = load_model(model, AdapterOptions(arch=arch, unsafe_load=unsafe_load, device="cpu"), adapter)
+    server = make_server(loaded, "127.0.0.1", port, probabilities=probs)
+    typer.echo(f"serving {loaded.description} at http://127.0.0.1:{server.server_address[1]}/predict", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @release_app.command("list")

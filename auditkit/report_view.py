@@ -38,9 +38,11 @@ def render_statement(console: Console, statement: dict[str, Any]) -> None:
         for key, value in result_rows:
             head.add_row(key, value)
         console.print(head)
-        classes = Table("class", "cosine", "log10 p", title="per-class test")
-        for row in result.get("per_class", []):
-            classes.add_row(str(row["class"]), f"{row['cosine']:+.4f}", f"{row['log10_p']:.3f}")
+        rows_in = result.get("per_class", [])
+        columns = [k for k in (rows_in[0].keys() if rows_in else []) if k != "log10_p"] + ["log10_p"]
+        classes = Table(*columns, title="per-class test")
+        for row in rows_in:
+            classes.add_row(*(f"{row[k]:+.4f}" if isinstance(row[k], float) else str(row[k]) for k in columns))
         console.print(classes)
     for assumption in predicate.get("assumptions", []):
         console.print(f"assumption: {assumption}")

@@ -45,8 +45,9 @@ def train_classifier(
     augment: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> nn.Module:
-    """Train ``model`` (all layers) with SGD + momentum, cosine schedule, light augmentation.
-    ``images`` are [0, 1] RGB; normalisation follows ``input_spec`` (ImageNet by default)."""
+    """Train ``model`` (all layers) with SGD + momentum, one-cycle schedule, light augmentation.
+    ``images`` are [0, 1] RGB; normalisation follows ``input_spec`` (ImageNet by default);
+    ``labels`` are class indices or soft targets ``[N, C]`` (distillation)."""
     spec = input_spec or InputSpec()
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)

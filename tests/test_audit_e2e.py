@@ -122,7 +122,10 @@ def test_bad_inputs(scenario: dict) -> None:
     assert wrong_arch.returncode != 0 and "check --arch" in wrong_arch.stderr
     missing = run_cli("audit", "shapes", "--model", "nope.pt", "--arch", "resnet18", env=env, check=False)
     assert missing.returncode != 0 and "does not exist" in missing.stderr
-    for result in (wrong_arch, missing):
+    unreachable = run_cli("audit", "shapes", "--model", f"http://127.0.0.1:{_free_port()}/predict", "--retries", "0",
+                          "--cache", str(scenario["root"] / "cache"), env=env, check=False)
+    assert unreachable.returncode != 0 and "cannot reach http://127.0.0.1:" in unreachable.stderr
+    for result in (wrong_arch, missing, unreachable):
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
@@ -201,7 +204,7 @@ def test_adapter_bad_inputs(scenario: dict) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(NoLinearHead(), (torch.rand(1, 3, 32, 32),), str(root / "nohead.onnx"), dynamo=True)
-    blackbox = run_cli("audit", "shapes", "--model", str(root / "nohead.onnx"), env=env, check=False)
+    blackbox = run_cli("audit", "shapes", "--model", str(root / "nohead.onnx"), "--mode", "white-box", env=env, check=False)
     assert blackbox.returncode != 0 and "logits only" in blackbox.stderr
     for result in (unknown, several, blackbox):
         assert len(result.stderr.strip().splitlines()) == 1
@@ -233,3 +236,92 @@ def test_third_party_adapter_plugin(scenario: dict, tmp_path: Path) -> None:
     assert report["dim"] == 64 and report["alignment"]["suspect_dim"] == 48
     assert -1e6 < report["log10_p"] <= 0
     assert "verified" in run_cli("report", "verify", str(tmp_path / "r.json"), env=env).stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def blackbox(scenario: dict, trained_marker: dict) -> dict:
+    """A second dataset with a high-q release (80% marked), a frozen-features suspect trained
+    on it and a clean one, each behind a real `auditkit serve` process on 127.0.0.1, and a
+    separate folder of vanilla images for distillation."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    root, env, arch = scenario["root"], scenario["env"], scenario["arch"]
+    source = shapes_folder(root / "source-hi", per_class=60, size=32, seed=11)
+    holdout = shapes_folder(root / "holdout-hi", per_class=60, size=32, seed=12)
+    run_cli("dataset", "add", "shapes-hi", "--source", str(source), env=env)
+    run_cli("mark", "shapes-hi", "--out", str(root / "release-hi"), "--fraction", "0.8", "--psnr", "30", "--augment", "none",
+            "--marker", arch, "--marker-weights", str(trained_marker["path"]), "--device", "cpu", env=env)
+    marker = trained_marker["model"]
+    files = {}
+    for name, folder in (("suspect", root / "release-hi"), ("clean", source)):
+        files[name] = root / f"hi-{name}.pt"
+        torch.save(frozen_features_suspect(marker, *load_image_folder(folder)).state_dict(), files[name])
+    processes, urls = [], {}
+    for name in ("suspect", "clean"):
+        port = _free_port()
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "auditkit.cli", "serve", str(files[name]), "--arch", arch, "--port", str(port)]
+            + (["--probs"] if name == "clean" else []), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        urls[name] = f"http://127.0.0.1:{port}/predict"
+    deadline = time.time() + 180
+    for url in urls.values():
+        while True:
+            try:
+                httpx.post(url, json={"images": []}, timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline, "auditkit serve did not start"
+                time.sleep(0.2)
+    yield {"urls": urls, "holdout": holdout}
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _audit_hi(scenario: dict, url: str, *args: str) -> dict:
+    out = scenario["root"] / f"report-hi-{abs(hash((url, args)))}.json"
+    result = run_cli("audit", "shapes-hi", "--model", url, "--out", str(out), "--json", *args, env=scenario["env"])
+    return json.loads(result.stdout) | {"report_path": out}
+
+
+@pytest.mark.parametrize("mode", ["loss-gap", "distill"])
+def test_black_box_audits_over_http(scenario: dict, blackbox: dict, mode: str, tmp_path: Path) -> None:
+    args = ("--mode", mode, "--cache", str(tmp_path / "cache"), "--holdout", str(blackbox["holdout"]))
+    suspect = _audit_hi(scenario, blackbox["urls"]["suspect"], *args)
+    clean = _audit_hi(scenario, blackbox["urls"]["clean"], *args)
+    assert suspect["results"][0]["log10_p"] < -2, suspect["results"][0]  # p < 0.01
+    assert clean["results"][0]["log10_p"] > -2, clean["results"][0]
+    assert suspect["results"][0]["queries"] > 0
+    report = json.loads(suspect["report_path"].read_text())
+    assert "Authorization" not in json.dumps(report)
+    assert "verified" in run_cli("report", "verify", str(suspect["report_path"]), env=scenario["env"]).stdout
+    if mode == "loss-gap":
+        assert suspect["results"][0]["released_reproduced"] == suspect["results"][0]["images"] == 50
+        assert suspect["results"][0]["queries"] == 50 * 40
+    else:
+        assert suspect["results"][0]["student"]["agreement_with_suspect"] > 0.9
+        again = _audit_hi(scenario, blackbox["urls"]["suspect"], *args)  # answers come from the cache
+        assert again["results"][0]["queries"] == 0 and again["results"][0]["log10_p"] == suspect["results"][0]["log10_p"]
+
+
+def test_plan_predicts_stronger_evidence_for_larger_fractions(scenario: dict, trained_marker: dict) -> None:
+    args = ("plan", "shapes", "--marker", scenario["arch"], "--marker-weights", str(trained_marker["path"]), "--psnr", "30",
+            "--augment", "none", "--images", "1500", "--draws", "2", "--device", "cpu")
+    result = json.loads(run_cli(*args, "--fraction", "0.02", "--fraction", "0.5", "--json", env=scenario["env"]).stdout)
+    small, large = (row["median_log10_p"] for row in result["rows"])
+    assert result["classes"] == 10 and result["dim"] == 64 and result["pilot_psnr"] >= 30
+    assert large < -2 and large < small <= 0
+    refused = run_cli(*args, "--fraction", "0", env=scenario["env"], check=False)
+    assert refused.returncode != 0 and "--fraction values must be in (0, 1]" in refused.stderr

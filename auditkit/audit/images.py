@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -14,6 +15,8 @@ from auditkit.errors import AuditkitError
 from auditkit.imagefolder import IMAGE_EXTENSIONS, load_image, scan_image_folder
 from auditkit.registry.models import Dataset, MarkedItem, Release
 from auditkit.registry.store import Registry
+
+T = TypeVar("T")
 
 
 def vanilla_image_paths(registry: Registry, dataset: Dataset, holdout: Path | None) -> list[Path]:
@@ -36,12 +39,12 @@ def vanilla_image_paths(registry: Registry, dataset: Dataset, holdout: Path | No
     return [source / e.relpath for e in scan.images if e.relpath not in marked]
 
 
-def choose(paths: list[Path], count: int, seed: int = 0) -> list[Path]:
-    """A fixed-seed subset (the choice is independent of the carriers, so any is valid)."""
-    if len(paths) <= count:
-        return paths
-    index = np.sort(np.random.default_rng(seed).choice(len(paths), size=count, replace=False))
-    return [paths[i] for i in index]
+def choose(items: list[T], count: int, seed: int = 0) -> list[T]:
+    """A fixed-seed subset, in order (the choice is independent of the carriers, so any is valid)."""
+    if len(items) <= count:
+        return items
+    index = np.sort(np.random.default_rng(seed).choice(len(items), size=count, replace=False))
+    return [items[i] for i in index]
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -76,3 +79,11 @@ def batched_features(
                 for j, i in enumerate(chunk):
                     out[i] = feats[j]
     return np.stack(out)  # type: ignore[arg-type]
+
+
+def load_rgb_batch(paths: list[Path]) -> torch.Tensor:
+    """Images of one size as ``[N, 3, H, W]`` floats in [0, 1] (distillation queries, plan pilots)."""
+    sizes = {_image_size(p) for p in paths}
+    if len(sizes) != 1:
+        raise AuditkitError(f"this step needs images of one size; found {len(sizes)} sizes (pass --holdout with images of one size)")
+    return torch.from_numpy(np.stack([_rgb_pixels(p) for p in paths])) / 255.0

@@ -26,12 +26,37 @@ ASSUMPTIONS_WHITE_BOX = [
 ]
 
 
+ASSUMPTIONS_LOSS_GAP = [
+    "The release's carriers and the control carriers are i.i.d. uniform on the sphere and independent of the suspect "
+    "(all derived from the owner's secret; controls were never released).",
+    "The released and control sets are produced by the same deterministic marking procedure from the same originals "
+    "(the released set is re-marked at audit time; 'released_reproduced' counts how many match the released bytes).",
+    "Per-class p-values are ranks among K+1 exchangeable losses (multiples of 1/(K+1)); classes have independent "
+    "carriers, so Fisher's combination of these super-uniform p-values is valid and conservative.",
+    "The API answers deterministically and independently of which images were asked before.",
+]
+
+ASSUMPTIONS_DISTILL = [
+    "The suspect was queried on vanilla (never marked) images only, chosen independently of the carriers, so the "
+    "student is independent of the carriers under H0.",
+    *ASSUMPTIONS_WHITE_BOX[:1],
+    *ASSUMPTIONS_WHITE_BOX[2:],
+]
+
+ASSUMPTIONS = {"white-box": ASSUMPTIONS_WHITE_BOX, "loss-gap": ASSUMPTIONS_LOSS_GAP, "distill": ASSUMPTIONS_DISTILL}
+
+
+def release_identity(release: Release) -> dict[str, Any]:
+    """What a report says about the release tested (never its carriers)."""
+    return {"name": release.name, "release_id": release.release_id, "carrier_commitment": release.carrier_commitment,
+            "fraction": release.fraction, "marker": {k: v for k, v in release.marker.items() if k != "weights_path"},
+            "manifest_sha256": release.manifest_sha256}
+
+
 def build_release_result(release: Release, classes: list[str], alignment: Alignment, test: CosineTestResult) -> dict[str, Any]:
     """The part of the report about one release (JSON-ready; log-p values in log10)."""
     return {
-        "release": {"name": release.name, "release_id": release.release_id, "carrier_commitment": release.carrier_commitment,
-                    "fraction": release.fraction, "marker": {k: v for k, v in release.marker.items() if k != "weights_path"},
-                    "manifest_sha256": release.manifest_sha256},
+        "release": release_identity(release),
         "alignment": alignment.summary(),
         "statistic": "Fisher combination of per-class one-sided cosine tests (paper §3.1-3.2)",
         "dim": test.dim,
@@ -93,6 +118,20 @@ def render_html(predicate: dict[str, Any]) -> str:
     ]
     for result in predicate["results"]:
         log10_p = result["log10_p"]
+        if "alignment" not in result:  # loss-gap
+            parts += [
+                f"<h2>Release {html.escape(result['release']['name'])}</h2>",
+                f"<p class='verdict'>p = {html.escape(format_pvalue(log10_p))} (log10 p = {log10_p:.3f}; Holm-adjusted "
+                f"{result['log10_p_holm']:.3f}; smallest attainable {result['min_attainable_log10_p']:.2f}): "
+                f"<b>{_verdict(result['log10_p_holm'])}</b>.</p>",
+                f"<p>{html.escape(result['statistic'])}; {result['images']} images, {result['queries']} queries; mean loss "
+                f"gap (controls − released) {result['loss_gap_mean']:.4f}, {result['effect_size']:+.2f} control SDs per class.</p>",
+                "<table><tr><th>class</th><th>released loss</th><th>control loss</th><th>log10 p</th></tr>",
+                *(f"<tr><td>{row['class_index']}</td><td>{row['released_loss']:.4f}</td><td>{row['control_loss_mean']:.4f}</td>"
+                  f"<td>{row['log10_p']:.3f}</td></tr>" for row in result["per_class"]),
+                "</table>",
+            ]
+            continue
         parts += [
             f"<h2>Release {html.escape(result['release']['name'])}</h2>",
             f"<p class='verdict'>p = {html.escape(format_pvalue(log10_p))} (log10 p = {log10_p:.3f}; Holm-adjusted "

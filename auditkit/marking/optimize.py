@@ -94,6 +94,11 @@ def _final_rounding(delta: torch.Tensor, original: torch.Tensor, params: Marking
     return rounded
 
 
+def autocast_for(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype marking uses on ``device``: bf16 on CUDA, none (float32) on CPU."""
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
 def _to_rgb(pixels: torch.Tensor) -> torch.Tensor:
     """Network input in [0, 1], grayscale replicated to three channels."""
     x = pixels / 255.0

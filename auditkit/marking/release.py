@@ -36,7 +36,7 @@ from auditkit.fsutil import atomic_copy, atomic_write_bytes, remove_stale_tempor
 from auditkit.imagefolder import ImageEntry, encode_png, load_image, scan_image_folder
 from auditkit.keys import OwnerKeys
 from auditkit.marking.marker import marker_identity
-from auditkit.marking.optimize import MarkingParams, mark_batch
+from auditkit.marking.optimize import MarkingParams, autocast_for, mark_batch
 from auditkit.registry.models import MarkedItem, Release, utcnow
 from auditkit.registry.store import Registry
 
@@ -195,7 +195,7 @@ def mark_release(
     batch_size = int(release.params["batch_size"])
     params = MarkingParams(**{k: release.params[k] for k in MarkingParams.__dataclass_fields__})  # as started
     device = model.device
-    autocast = torch.bfloat16 if device.type == "cuda" else None
+    autocast = autocast_for(device)
     carriers_t = torch.from_numpy(carriers)
     for start in range(0, len(selected), batch_size):
         batch = selected[start : start + batch_size]
