@@ -42,8 +42,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, trained_marker: dict) -> 
     for name in ("frozen", "frozen_clean", "scratch"):
         files[name] = root / f"{name}.pt"
         torch.save(models[name].state_dict(), files[name])
-    files["frozen_ts"] = root / "frozen_ts.pt"
-    torch.jit.script(models["frozen"]).save(str(files["frozen_ts"]))
+    for name in ("frozen", "frozen_clean"):
+        files[f"{name}_ts"] = root / f"{name}_ts.pt"
+        torch.jit.script(models[name]).save(str(files[f"{name}_ts"]))
     files["mixed"] = root / "mixed_module.pt"
     torch.save(models["mixed"], files["mixed"])
     return {"env": env, "root": root, "files": files, "arch": trained_marker["arch"]}
@@ -72,6 +73,7 @@ def test_torchscript_and_state_dict_give_the_same_pvalue(scenario: dict) -> None
     script = _audit(scenario, str(files["frozen_ts"]), "--arch", arch)["results"][0]
     assert script["log10_p"] == pytest.approx(state["log10_p"], rel=1e-6)
     assert [r["cosine"] for r in script["per_class"]] == pytest.approx([r["cosine"] for r in state["per_class"]], abs=1e-6)
+    assert _audit(scenario, str(files["frozen_clean_ts"]), "--arch", arch)["results"][0]["log10_p"] > -2
 
 
 def test_alignment_is_needed_for_mixed_features(scenario: dict) -> None:
@@ -163,13 +165,21 @@ def test_timm_models_through_timm_and_onnx(scenario: dict) -> None:
 
     root = scenario["root"]
     images, labels = load_image_folder(root / "release")
-    for arch in ("test_resnet", "test_vit"):
+    vanilla, vanilla_labels = load_image_folder(root / "source")
+
+    def trained(arch: str, x: torch.Tensor, y: torch.Tensor, name: str) -> tuple[torch.nn.Module, Path]:
         torch.manual_seed(0)
         model = timm.create_model(arch, pretrained=False, num_classes=10)
-        mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]  # what the timm adapter applies
-        train_classifier(model, images[:800], labels[:800], epochs=1, seed=0, batch_size=64, input_spec=InputSpec(mean=mean, std=std))
-        weights = root / f"{arch}.pt"
-        torch.save(model.state_dict(), weights)
+        spec = InputSpec(mean=model.pretrained_cfg["mean"], std=model.pretrained_cfg["std"])  # what the timm adapter applies
+        train_classifier(model, x[:800], y[:800], epochs=1, seed=0, batch_size=64, input_spec=spec)
+        torch.save(model.state_dict(), root / f"{name}.pt")
+        return model, root / f"{name}.pt"
+
+    _, clean_weights = trained("test_resnet", vanilla, vanilla_labels, "test_resnet_clean")
+    assert _audit(scenario, str(clean_weights), "--adapter", "timm", "--arch", "test_resnet")["results"][0]["log10_p"] > -2
+    for arch in ("test_resnet", "test_vit"):
+        model, weights = trained(arch, images, labels, arch)
+        mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
         via_timm = _audit(scenario, str(weights), "--adapter", "timm", "--arch", arch)["results"][0]
         assert via_timm["dim"] == 64 and -1e6 < via_timm["log10_p"] <= 0
         assert not via_timm["alignment"]["identity"]

@@ -16,7 +16,7 @@ def linear_features(dim: int = 16, channels: int = 3, size: int = 12) -> nn.Modu
     return net.requires_grad_(False)
 
 
-@pytest.mark.parametrize("augment", ["none", "center", "random"])
+@pytest.mark.parametrize("augment", ["none", "center", "random", "shift"])
 def test_mark_batch_respects_every_constraint(augment: str) -> None:
     net = linear_features()
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (6, 3, 12, 12))).float()
@@ -61,6 +61,15 @@ def test_augmentations_keep_shape_and_gradients() -> None:
     out.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert apply(x, draw_params("none", [np.random.default_rng(0)])) is x
+
+
+def test_shift_augmentation_translates_by_whole_pixels_within_bounds() -> None:
+    x = torch.rand(1, 3, 16, 16)
+    one_pixel = np.array([[1.0, 1.0, 2 / 16, 0.0, 1.0]])  # 1 px = 2/W in normalised coordinates
+    torch.testing.assert_close(apply(x, one_pixel)[..., :-1], x[..., 1:])
+    params = draw_params("shift", [np.random.default_rng(i) for i in range(200)])
+    assert np.all(params[:, :2] == 1.0) and np.abs(params[:, 2:4]).max() <= 2 / 16
+    assert set(params[:, 4]) == {-1.0, 1.0}
 
 
 def test_selection_is_per_class_seeded_and_at_least_one() -> None:

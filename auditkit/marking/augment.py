@@ -15,19 +15,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("random", "center", "none")
+AUGMENTATIONS = ("random", "shift", "center", "none")
 CROP_SCALE = (0.25, 1.0)  # fraction of the image area kept by a random crop
 CROP_RATIO = (3 / 4, 4 / 3)
 CENTER_FRACTION = 0.875  # 224 / 256, torchvision's classic centre crop
+SHIFT_FRACTION = 1 / 16  # "shift": translations up to 1/16 of the side (2 px at 32 px), the small-image recipe
 
 
 def draw_params(kind: str, rngs: Sequence[np.random.Generator]) -> np.ndarray | None:
     """One row ``[width, height, cx, cy, flip]`` per image (normalised coordinates), or
-    ``None`` for the identity."""
+    ``None`` for the identity. ``random``: random-resized-crop + flip (ImageNet training, the
+    paper's choice); ``shift``: translation + flip (padded random crops, the usual recipe for
+    small images); ``center``: a fixed centre crop."""
     if kind == "none":
         return None
     if kind == "center":
         return np.tile([CENTER_FRACTION, CENTER_FRACTION, 0.0, 0.0, 1.0], (len(rngs), 1))
+    if kind == "shift":
+        span = 2 * SHIFT_FRACTION  # normalised coordinates run over [-1, 1]
+        return np.asarray([[1.0, 1.0, rng.uniform(-span, span), rng.uniform(-span, span), -1.0 if rng.random() < 0.5 else 1.0]
+                           for rng in rngs])
     if kind != "random":
         raise ValueError(f"unknown augmentation {kind!r}; use one of {AUGMENTATIONS}")
     rows = []
