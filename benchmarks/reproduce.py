@@ -195,12 +195,12 @@ def _augmented_features(model: TorchModel, images: torch.Tensor, aug: str, copie
 
 
 def frozen_suspect(s: Setup, kind: str, pixels: torch.Tensor, aug: str, seed: int, bootstrap: bool) -> nn.Module:
-    """Paper §5.1: a linear classifier on the marker's frozen features (center: no training
-    augmentation; random: 3 random-resized-crop views per image)."""
+    """Paper §5.1: a linear classifier on the marker's frozen features, trained with the same
+    augmentation the marks were crafted for (center: the centre crop; random: 3
+    random-resized-crop views per image; none: the images as they are)."""
     module, model = marker(s, kind)
     index = torch.from_numpy(np.random.default_rng(seed).choice(len(pixels), len(pixels))) if bootstrap else torch.arange(len(pixels))
-    feats, copies = _augmented_features(model, _rgb(pixels[index]), "random" if aug == "random" else "none",
-                                        3 if aug == "random" else 1, seed)
+    feats, copies = _augmented_features(model, _rgb(pixels[index]), aug, 3 if aug in ("random", "shift") else 1, seed)
     probe = train_linear_probe(feats, s.labels[index].repeat(copies), 10, seed=seed)
     return nn.Sequential(_Features(model), probe).eval()
 
@@ -272,7 +272,7 @@ def threat_table(s: Setup, title: str, kind: str, aug: str, psnr: float, fractio
 
 def table1(s: Setup, fractions: tuple[float, ...], psnrs: tuple[float, ...]) -> None:
     for psnr in psnrs:
-        for aug in ("center", "random"):
+        for aug in ("none", "center", "random"):
             threat_table(s, f"Table 1 analogue: frozen features + linear classifier, {aug} crop, PSNR floor {psnr:g} dB",
                          "small_resnet", aug, psnr, fractions,
                          lambda pixels, key, seed, aug=aug: as_model(

@@ -16,13 +16,14 @@ def linear_features(dim: int = 16, channels: int = 3, size: int = 12) -> nn.Modu
     return net.requires_grad_(False)
 
 
-@pytest.mark.parametrize("augment", ["none", "center", "random", "shift"])
-def test_mark_batch_respects_every_constraint(augment: str) -> None:
+@pytest.mark.parametrize(("augment", "momentum"), [("none", 0.0), ("center", 0.0), ("random", 0.0), ("shift", 0.0), ("none", 0.5),
+                                                  ("random", 0.5)])
+def test_mark_batch_respects_every_constraint(augment: str, momentum: float) -> None:
     net = linear_features()
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (6, 3, 12, 12))).float()
     images[0] = 255.0  # saturated image: the valid-range clamp must hold
     carriers = nn.functional.normalize(torch.randn(6, 16, generator=torch.Generator().manual_seed(1)), dim=1)
-    params = MarkingParams(radius=6, psnr=38, steps=15, lr=1.0, augment=augment)
+    params = MarkingParams(radius=6, psnr=38, steps=15, lr=1.0, augment=augment, momentum=momentum)
     result = mark_batch(net, images, carriers, params, [np.random.default_rng(i) for i in range(6)])
     delta = result.pixels.float() - images
     assert result.pixels.dtype == torch.uint8 and result.pixels.shape == images.shape

@@ -195,6 +195,7 @@ def run_audit(registry: Registry, keys: OwnerKeys, request: AuditRequest) -> Aud
     if request.mode not in MODES:
         raise AuditkitError(f"--mode must be one of {', '.join(MODES)}")
     adapter = resolve_adapter_name(request.model, request.adapter)
+    location = public_location(request.model) if adapter == "http" else request.model  # no user:password@ in reports
     model = load_model(request.model, request.options, adapter)
     white = isinstance(model, WhiteBoxModel)
     mode = request.mode if request.mode != "auto" else ("white-box" if white else "loss-gap")
@@ -202,9 +203,8 @@ def run_audit(registry: Registry, keys: OwnerKeys, request: AuditRequest) -> Aud
         warnings.warn(f"{model.description} gives logits only: auditing it black-box with the loss-gap test "
                       "(--mode distill is the other black-box test)", stacklevel=2)
     if mode == "white-box" and not white:
-        raise AuditkitError(f"{request.model} gives logits only; white-box audits need features and a classifier "
+        raise AuditkitError(f"{location} gives logits only; white-box audits need features and a classifier "
                             "(use --mode loss-gap or --mode distill)")
-    location = public_location(request.model) if adapter == "http" else request.model  # no user:password@ in reports
     started = datetime.now(timezone.utc)
     with registry.session() as session:
         dataset = get_dataset(session, request.dataset)

@@ -39,6 +39,7 @@ class MarkingParams:
     round_every: int = 10  # T in the paper
     augment: str = "random"
     optimizer: str = "l2"  # "l2": normalised-gradient steps sized to the PSNR budget; "adam"
+    momentum: float = 0.0  # "l2": average of past normalised gradients (smooths the augmentation noise)
 
     def to_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
@@ -77,6 +78,11 @@ def _project(delta: torch.Tensor, original: torch.Tensor, params: MarkingParams)
         delta = delta * scale.view(-1, *([1] * (delta.dim() - 1)))
     delta = delta.clamp(-params.radius, params.radius)
     return (original + delta).clamp(0.0, 255.0) - original
+
+
+def _norms(t: torch.Tensor) -> torch.Tensor:
+    """Per-image L2 norms, shaped to broadcast over ``t``."""
+    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
 
 
 def _final_rounding(delta: torch.Tensor, original: torch.Tensor, params: MarkingParams) -> torch.Tensor:
@@ -130,6 +136,7 @@ def mark_batch(
     optimizer = torch.optim.Adam([delta], lr=params.lr) if params.optimizer == "adam" else None
     budget = _l2_budget(original, params.psnr) if params.psnr > 0 else params.radius * math.sqrt(original[0].numel())
     device_type = original.device.type
+    velocity = torch.zeros_like(original)
 
     def phi(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -154,8 +161,8 @@ def mark_batch(
             with torch.no_grad():
                 # steepest descent for the L2 geometry of the PSNR budget, step shrinking linearly
                 size = params.lr * budget * (1.0 - (step - 1) / params.steps) / 2
-                norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
-                delta -= size * grad / norms
+                velocity.mul_(params.momentum).add_(grad / _norms(grad))
+                delta -= size * velocity / _norms(velocity)
         with torch.no_grad():
             projected = _project(delta, original, params)
             if step % params.round_every == 0 and step < params.steps:
