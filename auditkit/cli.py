@@ -272,6 +272,7 @@ def plan(
     fraction: Annotated[list[float], typer.Option(help="Fraction q of each class to mark; repeat to compare several.")],
     marker: Annotated[str, typer.Option(help="Marking network architecture (as for mark).")] = "resnet18",
     marker_weights: Annotated[Optional[Path], typer.Option(help="Weights of the marking network.")] = None,
+    radius: Annotated[float, typer.Option(help="L-infinity bound R in pixel units (as for mark).")] = 10.0,
     psnr: Annotated[float, typer.Option(help="PSNR floor in dB (as for mark).")] = 42.0,
     steps: Annotated[int, typer.Option(help="Optimisation steps per image (as for mark).")] = 40,
     augment: Annotated[str, typer.Option(help="random, shift, center or none (as for mark).")] = "random",
@@ -292,11 +293,11 @@ def plan(
 
     if augment not in AUGMENTATIONS:
         raise AuditkitError(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
-    if pilots < 1 or images < 2 or draws < 1:
-        raise AuditkitError("--pilots and --draws must be >= 1 and --images >= 2")
+    if pilots < 1 or images < 2 or draws < 1 or steps < 1 or radius <= 0:
+        raise AuditkitError("--pilots, --draws and --steps must be >= 1, --images >= 2 and --radius > 0")
     registry = _open(ctx)
     model = load_marker(marker, marker_weights, device=device)
-    request = PlanRequest(dataset=name, fractions=fraction, params=MarkingParams(psnr=psnr, steps=steps, augment=augment),
+    request = PlanRequest(dataset=name, fractions=fraction, params=MarkingParams(radius=radius, psnr=psnr, steps=steps, augment=augment),
                           pilot_per_class=pilots, images=images, draws=draws)
     with _Progress("simulating", "draws") as progress:
         result = plan_release(registry, model, request, progress=progress)

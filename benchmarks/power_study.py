@@ -5,7 +5,7 @@ the marker's feature dimension d, the fraction q and the mark strength (docs/res
     python benchmarks/power_study.py plan [--quick]
 
 ``synthetic`` (labelled synthetic: no images): C Gaussian classes in R^d (class means of norm
-``separation`` times the noise scale, isotropic unit noise, n images per class); a fraction q of
+``separation`` = 1 times the noise scale, isotropic unit noise, n images per class); a fraction q of
 each class gets the mark of paper §4 in feature space, ``phi + δ u_c``, where δ is the mark
 strength in units of the noise; a linear classifier is trained to convergence (the
 frozen-features threat) and tested. Median over 3 carrier draws.
@@ -31,7 +31,7 @@ from auditkit.training import train_linear_probe
 
 
 def synthetic_log10_p(classes: int, dim: int, q: float, strength: float, per_class: int, seed: int,
-                      separation: float = 3.0) -> float:
+                      separation: float = 1.0) -> float:
     rng = np.random.default_rng(seed)
     means = rng.standard_normal((classes, dim))
     means *= separation / np.linalg.norm(means, axis=1, keepdims=True)
@@ -47,15 +47,15 @@ def synthetic_log10_p(classes: int, dim: int, q: float, strength: float, per_cla
 
 def synthetic(quick: bool) -> None:
     per_class = 200 if quick else 500
-    base = {"classes": 10, "dim": 128, "q": 0.1, "strength": 0.5}
+    base = {"classes": 10, "dim": 128, "q": 0.1, "strength": 2.0}
     sweeps = {
         "classes": (10, 100) if quick else (10, 30, 100, 300),
         "dim": (32, 128, 512) if quick else (32, 64, 128, 256, 512, 1024),
         "q": (0.02, 0.1) if quick else (0.01, 0.02, 0.05, 0.1, 0.2),
-        "strength": (0.25, 1.0) if quick else (0.1, 0.25, 0.5, 1.0, 2.0),
+        "strength": (1.0, 4.0) if quick else (0.5, 1.0, 2.0, 4.0, 8.0),
     }
-    print(f"synthetic Gaussian classes (separation 3, unit noise), {per_class} images per class; default C = 10, "
-          f"d = 128, q = 0.1, δ = 0.5; each row varies one; median log10 p over 3 draws\n")
+    print(f"synthetic Gaussian classes (class means of norm 1, unit noise: hard classes), {per_class} images per class; "
+          f"default C = 10, d = 128, q = 0.1, δ = 2; each row varies one; median log10 p over 3 draws\n")
     for name, values in sweeps.items():
         print(f"| {name} | " + " | ".join(f"{v:g}" for v in values) + " |")
         print("|---|" + "---:|" * len(values))

@@ -67,6 +67,7 @@ class Setup:
     marker_train: tuple[torch.Tensor, torch.Tensor]
     epochs: int
     seeds: int
+    draw: int = 0  # carrier draw: another value gives an independent replication of every release
     markers: dict[str, tuple[nn.Module, TorchModel]] = field(default_factory=dict)  # see marker()
 
 
@@ -74,7 +75,7 @@ def _rgb(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels / 255).expand(-1, 3, -1, -1)
 
 
-def setup(quick: bool) -> Setup:
+def setup(quick: bool, draw: int = 0) -> Setup:
     if not fashion_mnist_available():
         raise SystemExit("install the real data first: apt-get install dataset-fashion-mnist")
     train_x, train_y = load_fashion_mnist("train")
@@ -87,7 +88,7 @@ def setup(quick: bool) -> Setup:
         quick, cache, as_pixels(train_x[20000 : 20000 + n]), torch.from_numpy(train_y[20000 : 20000 + n]),
         _rgb(as_pixels(test_x[:5000])), torch.from_numpy(test_y[:5000]), _rgb(as_pixels(test_x[5000:])),
         (_rgb(as_pixels(train_x[:20000])), torch.from_numpy(train_y[:20000])),
-        epochs=4 if quick else 8, seeds=2,
+        epochs=4 if quick else 8, seeds=2, draw=draw,
     )
 
 
@@ -160,7 +161,7 @@ class Release:
 def release(s: Setup, kind: str, aug: str, psnr: float, top: float = max(FRACTIONS)) -> Release:
     """Mark the first ``top`` of each class's selection order (cached); ``at(q)`` for q <= top."""
     _, model = marker(s, kind)
-    key = f"{kind}-{aug}-{psnr:g}"
+    key = f"{kind}-{aug}-{psnr:g}" + (f"-draw{s.draw}" if s.draw else "")
     carriers = derive_carriers(SECRET, key, 10, model.feature_dim)
     rng = np.random.default_rng(0)
     order = {c: rng.permutation(np.flatnonzero(s.labels.numpy() == c)) for c in range(10)}
@@ -192,6 +193,11 @@ def _augmented_features(model: TorchModel, images: torch.Tensor, aug: str, copie
             views.append(torch.cat([model.features(augment.apply(images[i : i + 512], None if params is None else params[i : i + 512]))
                                     for i in range(0, len(images), 512)]))
     return torch.cat(views), copies
+
+
+def suspect_key(s: Setup, aug: str, psnr: float, q: float) -> str:
+    """Cache key of a suspect trained on the release (aug, psnr) at fraction q of carrier draw s.draw."""
+    return f"{aug}-{psnr:g}-{q:g}" + (f"-draw{s.draw}" if s.draw else "")
 
 
 def frozen_suspect(s: Setup, kind: str, pixels: torch.Tensor, aug: str, seed: int, bootstrap: bool) -> nn.Module:
@@ -259,7 +265,7 @@ def threat_table(s: Setup, title: str, kind: str, aug: str, psnr: float, fractio
     base = held_accuracy(s, clean[0])
     suspects, p_row, acc_row = {}, [], []
     for q in fractions:
-        suspects[q] = build(rel.at(q), f"{aug}-{psnr:g}-{q:g}", 0)
+        suspects[q] = build(rel.at(q), suspect_key(s, aug, psnr, q), 0)
         p_row.append(f"{whitebox_log10_p(s, kind, suspects[q], rel.carriers):.2f}")
         acc_row.append(f"{held_accuracy(s, suspects[q]) - base:+.3f}")
     print_table(title, [f"{100 * q:g}%" for q in fractions], [
@@ -273,7 +279,8 @@ def threat_table(s: Setup, title: str, kind: str, aug: str, psnr: float, fractio
 def table1(s: Setup, fractions: tuple[float, ...], psnrs: tuple[float, ...]) -> None:
     for psnr in psnrs:
         for aug in ("none", "center", "random"):
-            threat_table(s, f"Table 1 analogue: frozen features + linear classifier, {aug} crop, PSNR floor {psnr:g} dB",
+            label = {"none": "no augmentation", "center": "center crop", "random": "random crop"}[aug]
+            threat_table(s, f"Table 1 analogue: frozen features + linear classifier, {label}, PSNR floor {psnr:g} dB",
                          "small_resnet", aug, psnr, fractions,
                          lambda pixels, key, seed, aug=aug: as_model(
                              frozen_suspect(s, "small_resnet", pixels, aug, seed, bootstrap=key == "clean" and seed > 0), True))
@@ -304,7 +311,8 @@ def table5(s: Setup, fractions: tuple[float, ...], psnr: float) -> None:
     from-scratch suspects of Table 2 and on clean models."""
     rel = release(s, "small_resnet", "random", psnr)
     _, model = marker(s, "small_resnet")
-    suspects = {q: as_model(scratch_suspect(s, "small_resnet", rel.at(q), f"random-{psnr:g}-{q:g}", 0), False) for q in fractions}
+    suspects = {q: as_model(scratch_suspect(s, "small_resnet", rel.at(q), suspect_key(s, "random", psnr, q), 0), False)
+                for q in fractions}
     clean = [as_model(scratch_suspect(s, "small_resnet", s.owner, "clean", seed), False) for seed in range(s.seeds)]
     params = MarkingParams(psnr=psnr, augment="random")
     controls = [derive_carriers(SECRET, f"control-{k}", 10, model.feature_dim) for k in range(39)]
@@ -336,13 +344,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", choices=["table1", "table2", "table3", "table4", "table5", "all"])
     parser.add_argument("--quick", action="store_true", help="3,000 owner images (else 6,000), 4 epochs (else 8), fewer rows")
+    parser.add_argument("--draw", type=int, default=0, help="carrier draw (an independent replication of every release)")
     args = parser.parse_args()
     started = time.perf_counter()
-    s = setup(args.quick)
+    s = setup(args.quick, args.draw)
     fractions = (0.05, 0.2) if args.quick else FRACTIONS
     psnrs = (30.0,) if args.quick else (42.0, 30.0)  # Table 1 rows; the other tables use the stronger 30 dB marks
     print(f"machine: {machine()}; Fashion-MNIST, {len(s.owner)} owner images, marker small_resnet (d=128) trained on 20,000 "
-          f"vanilla images; from-scratch suspects {s.epochs} epochs; L-inf radius 10")
+          f"vanilla images; from-scratch suspects {s.epochs} epochs; L-inf radius 10; carrier draw {s.draw}")
     if args.table in ("table1", "all"):
         table1(s, fractions, psnrs)
     if args.table in ("table2", "all"):

@@ -27,7 +27,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, trained_marker: dict) -> 
     run_cli("init", env=env)
     run_cli("dataset", "add", "shapes", "--source", str(source), env=env)
     release = root / "release"
-    run_cli("mark", "shapes", "--out", str(release), "--fraction", "0.2", "--psnr", "30", "--augment", "none",
+    # marks at 26 dB (L-inf 16): at 30 dB this small d = 64 marker gives log10 p between -3 and -7.5 from
+    # one carrier draw to the next (`auditkit plan`), too close to the -5 the assertions need
+    run_cli("mark", "shapes", "--out", str(release), "--fraction", "0.2", "--psnr", "26", "--radius", "16", "--augment", "none",
             "--marker", trained_marker["arch"], "--marker-weights", str(trained_marker["path"]), "--device", "cpu", env=env)
     marked_x, marked_y = load_image_folder(release)
     vanilla_x, vanilla_y = load_image_folder(source)
@@ -271,7 +273,7 @@ def blackbox(scenario: dict, trained_marker: dict) -> dict:
     source = shapes_folder(root / "source-hi", per_class=60, size=32, seed=11)
     holdout = shapes_folder(root / "holdout-hi", per_class=60, size=32, seed=12)
     run_cli("dataset", "add", "shapes-hi", "--source", str(source), env=env)
-    run_cli("mark", "shapes-hi", "--out", str(root / "release-hi"), "--fraction", "0.8", "--psnr", "30", "--augment", "none",
+    run_cli("mark", "shapes-hi", "--out", str(root / "release-hi"), "--fraction", "0.8", "--psnr", "26", "--radius", "16", "--augment", "none",
             "--marker", arch, "--marker-weights", str(trained_marker["path"]), "--device", "cpu", env=env)
     marker = trained_marker["model"]
     files = {}
@@ -308,7 +310,8 @@ def _audit_hi(scenario: dict, url: str, *args: str) -> dict:
 
 @pytest.mark.parametrize("mode", ["loss-gap", "distill"])
 def test_black_box_audits_over_http(scenario: dict, blackbox: dict, mode: str, tmp_path: Path) -> None:
-    args = ("--mode", mode, "--cache", str(tmp_path / "cache"), "--holdout", str(blackbox["holdout"]))
+    args = ("--mode", mode, "--cache", str(tmp_path / "cache"), "--holdout", str(blackbox["holdout"]),
+            "--controls", "19", "--loss-gap-images", "3")  # 600 marks and queries per loss-gap audit
     suspect = _audit_hi(scenario, blackbox["urls"]["suspect"], *args)
     clean = _audit_hi(scenario, blackbox["urls"]["clean"], *args)
     assert suspect["results"][0]["log10_p"] < -2, suspect["results"][0]  # p < 0.01
@@ -318,8 +321,8 @@ def test_black_box_audits_over_http(scenario: dict, blackbox: dict, mode: str, t
     assert "Authorization" not in json.dumps(report)
     assert "verified" in run_cli("report", "verify", str(suspect["report_path"]), env=scenario["env"]).stdout
     if mode == "loss-gap":
-        assert suspect["results"][0]["released_reproduced"] == suspect["results"][0]["images"] == 50
-        assert suspect["results"][0]["queries"] == 50 * 40
+        assert suspect["results"][0]["released_reproduced"] == suspect["results"][0]["images"] == 30
+        assert suspect["results"][0]["queries"] == 30 * 20
     else:
         assert suspect["results"][0]["student"]["agreement_with_suspect"] > 0.9
         again = _audit_hi(scenario, blackbox["urls"]["suspect"], *args)  # answers come from the cache
@@ -327,11 +330,11 @@ def test_black_box_audits_over_http(scenario: dict, blackbox: dict, mode: str, t
 
 
 def test_plan_predicts_stronger_evidence_for_larger_fractions(scenario: dict, trained_marker: dict) -> None:
-    args = ("plan", "shapes", "--marker", scenario["arch"], "--marker-weights", str(trained_marker["path"]), "--psnr", "30",
+    args = ("plan", "shapes", "--marker", scenario["arch"], "--marker-weights", str(trained_marker["path"]), "--psnr", "26", "--radius", "16",
             "--augment", "none", "--images", "1500", "--draws", "2", "--device", "cpu")
     result = json.loads(run_cli(*args, "--fraction", "0.02", "--fraction", "0.5", "--json", env=scenario["env"]).stdout)
     small, large = (row["median_log10_p"] for row in result["rows"])
-    assert result["classes"] == 10 and result["dim"] == 64 and result["pilot_psnr"] >= 30
+    assert result["classes"] == 10 and result["dim"] == 64 and result["pilot_psnr"] >= 26
     assert large < -2 and large < small <= 0
     refused = run_cli(*args, "--fraction", "0", env=scenario["env"], check=False)
     assert refused.returncode != 0 and "--fraction values must be in (0, 1]" in refused.stderr
