@@ -12,7 +12,7 @@ frozen-features threat) and tested. Median over 3 carrier draws.
 
 ``plan`` (real images): ``auditkit plan``'s simulation on Fashion-MNIST for the markers of
 benchmarks/reproduce.py (small_resnet_w16 d = 64, small_resnet d = 128, ImageNet MobileNetV2
-d = 1280) at two PSNR floors, to set beside the measured Table 1 rows.
+d = 1280) at two PSNR floors, no augmentation, to set beside the measured Table 1 rows.
 """
 
 from __future__ import annotations
@@ -86,13 +86,15 @@ def plan_rows(quick: bool) -> None:
         init_owner(url, Path(tmp) / "keys")
         registry = open_registry(url)
         add_dataset(registry, "fmnist", source)
-        print(f"plan on Fashion-MNIST, {n} owner images, random augmentation in eq. 5, 3 draws (median)\n")
+        print(f"plan on Fashion-MNIST, {n} owner images (those of benchmarks/reproduce.py), no augmentation in eq. 5 "
+              "(compare Table 1's 'no augmentation' rows), 3 draws (median)\n")
         print("| marker | d | PSNR floor | " + " | ".join(f"q = {q:g}" for q in fractions) + " | pilot shift / class spread |")
         print("|---|---:|---:|" + "---:|" * (len(fractions) + 1))
         for kind in ("small_resnet_w16", "small_resnet", "mobilenet_v2"):
             model = marker(s, kind)[1]
             for psnr in (42.0, 30.0):
-                result = plan_release(registry, model, PlanRequest("fmnist", fractions, MarkingParams(psnr=psnr), images=n))
+                result = plan_release(registry, model, PlanRequest("fmnist", fractions, MarkingParams(psnr=psnr, augment="none"),
+                                                                   images=n))
                 print(f"| {kind} | {result.dim} | {psnr:g} | " + " | ".join(f"{row.median:.2f}" for row in result.rows)
                       + f" | {result.shift_ratio:.2f} |", flush=True)
         registry.close()
