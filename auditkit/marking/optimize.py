@@ -4,8 +4,10 @@ For each image x of class c with carrier u = u_c, find x~ with ||x~ - x||_inf <=
 
     E_s[ -(phi(F(s, x~)) - phi(F(s, x)))^T u + lambda1 ||x~ - x||_2 + lambda2 ||phi(F(s, x~)) - phi(F(s, x))||_2 ]
 
-in 0–255 pixel units. Departures from the paper's recipe, all for speed at equal quality:
-only the input gets gradients (the network is frozen), Adam replaces plain SGD, and the
+in 0–255 pixel units (eq. 5). Departures from the paper's recipe, for speed at equal quality:
+only the input gets gradients (the network is frozen); plain SGD is replaced by steepest-descent
+steps in the L2 geometry of the PSNR budget (normalised gradients, optionally averaged with
+momentum, step size shrinking linearly; Adam is available as ``optimizer="adam"``); and the
 owner states the mark strength as a PSNR floor (``psnr``) that is enforced by projection
 every step — on 28x28 images the paper's lambda1 alone gives ~31 dB, on 224x224 ~42 dB,
 so a fixed lambda hides the image quality; a PSNR floor states it. Pixels are rounded to
@@ -32,7 +34,7 @@ class MarkingParams:
     radius: float = 10.0  # L_inf bound R in 0–255 pixel units
     psnr: float = 42.0  # PSNR floor in dB (``0`` disables it: the paper's unconstrained recipe)
     steps: int = 40
-    lr: float = 1.0  # Adam step in pixel units
+    lr: float = 1.0  # "l2": first step = lr/2 of the L2 budget, shrinking linearly; "adam": step in pixel units
     lambda1: float = 0.0  # the paper uses 0.0005; with a PSNR floor the pixel penalty is redundant, and
     # in absolute pixel units it swamps the carrier term of markers with small features
     lambda2: float = 0.01
