@@ -68,11 +68,13 @@ def generate_shapes(
     return np.stack(images)[order], np.asarray(labels, dtype=np.int64)[order]
 
 
-def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray, class_names: list[str] | tuple[str, ...]) -> Path:
-    """Write ``images`` as PNGs into ``root/<class>/<index>.png``."""
+def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray, class_names: list[str] | tuple[str, ...],
+                       *, first_index: int = 0) -> Path:
+    """Write ``images`` as PNGs into ``root/<class>/<index>.png``, numbered from ``first_index``
+    (so a large folder can be written in chunks)."""
     root = Path(root)
     for name in class_names:
         (root / name).mkdir(parents=True, exist_ok=True)
     for index, (image, label) in enumerate(zip(images, labels)):
-        Image.fromarray(image).save(root / class_names[int(label)] / f"{index:06d}.png")
+        Image.fromarray(image).save(root / class_names[int(label)] / f"{first_index + index:06d}.png")
     return root
