@@ -136,3 +136,18 @@ def test_corrupt_image_stops_the_run_or_is_skipped(tmp_path: Path, owner_env: di
     skipped = json.loads(run_cli(*args, "--out", str(tmp_path / "b"), "--release", "r2", "--skip-bad", "--json", env=owner_env).stdout)
     assert skipped["skipped_bad"] == [f"class3/{broken.name}"] and skipped["marked"] == 19
     assert (tmp_path / "b" / "class3" / broken.name).read_bytes() == broken.read_bytes()
+
+
+def test_marking_options_are_checked_and_recorded(registered: Path, tmp_path: Path, owner_env: dict[str, str],
+                                                  trained_marker: dict) -> None:
+    base = ["mark", "shapes", "--out", str(tmp_path / "r"), "--marker", trained_marker["arch"],
+            "--marker-weights", str(trained_marker["path"]), "--fraction", "0.1", "--steps", "2"]
+    for flag, value in (("--momentum", "1.0"), ("--momentum", "-0.1"), ("--steps", "0"), ("--augment", "rotate"),
+                        ("--radius", "0")):
+        bad = run_cli(*base, flag, value, env=owner_env, check=False)
+        assert bad.returncode != 0 and flag in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+    assert json.loads(run_cli("release", "list", "shapes", "--json", env=owner_env).stdout) == []
+    summary = json.loads(run_cli(*base, "--momentum", "0.5", "--json", env=owner_env).stdout)
+    shown = json.loads(run_cli("release", "show", "shapes", summary["release"], "--json", env=owner_env).stdout)
+    assert shown["params"]["momentum"] == 0.5 and shown["params"]["steps"] == 2
