@@ -98,8 +98,11 @@ def test_interrupted_mark_resumes_to_the_uninterrupted_result(
     out = tmp_path / "release"
     args = ["mark", "shapes", "--out", str(out), "--fraction", "0.3", "--marker", trained_marker["arch"],
             "--marker-weights", str(trained_marker["path"]), "--device", "cpu", "--batch-size", "4", "--steps", "20"]
+    # A shell's background jobs inherit SIGINT ignored (and Python then keeps ignoring it): give the
+    # child the default disposition so SIGINT means Ctrl-C however the tests were started.
     process = subprocess.Popen([sys.executable, "-m", "auditkit.cli", *args], env=owner_env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     db = Path(owner_env["AUDITKIT_REGISTRY"].removeprefix("sqlite:///"))
     _wait_for_items(db, 8, process)
     process.send_signal(sig)
