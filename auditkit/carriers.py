@@ -44,6 +44,14 @@ def gaussian_stream(key: bytes, count: int) -> np.ndarray:
     return np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1).reshape(-1)[:count]
 
 
+def derive_selection_seed(master_secret: bytes, release_id: str) -> int:
+    """The 63-bit seed of the release's selection of marked images (which images of each class
+    carry a mark), derived like the carriers: secret without the master secret, and the same
+    for the same secret and release id."""
+    key = _derive_key(master_secret, release_id, 0, 0, "selection")
+    return int.from_bytes(key[:8], "little") >> 1
+
+
 def derive_carriers(
     master_secret: bytes, release_id: str, n_classes: int, dim: int, *, purpose: str = "release"
 ) -> np.ndarray:

@@ -240,6 +240,7 @@ def mark(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images optimised together.")] = 32,
     release: Annotated[Optional[str], typer.Option(help="Release name (default r1, r2, ...).")] = None,
+    release_id: Annotated[Optional[str], typer.Option(help="Public release id, 32 hex digits (default: random). Carriers and selection derive from the master secret and this id, so it reproduces a release; never reuse one.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted release in --out.")] = False,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Copy unreadable images unmarked instead of stopping.")] = False,
     json_out: JsonFlag = False,
@@ -260,7 +261,7 @@ def mark(
     model = load_marker(marker, marker_weights, device=device)
     request = MarkRequest(
         dataset=name, out_dir=out, marker_arch=marker, marker_weights=marker_weights, fraction=fraction,
-        params=params, batch_size=batch_size, release_name=release, resume=resume, skip_bad=skip_bad,
+        params=params, batch_size=batch_size, release_name=release, release_id=release_id, resume=resume, skip_bad=skip_bad,
     )
     with _Progress("marking", "files") as progress:
         summary = mark_release(registry, keys, model, request, progress=progress)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from auditkit.threats import frozen_features_suspect, load_image_folder, mixed_features_suspect, scratch_suspect
-from conftest import run_cli, shapes_folder
+from conftest import fixed_draw, run_cli, shapes_folder
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +25,13 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, trained_marker: dict) -> 
     env = dict(os.environ, AUDITKIT_REGISTRY=f"sqlite:///{root / 'registry.db'}", AUDITKIT_KEYS=str(root / "keys"))
     source = shapes_folder(root / "source", per_class=300, size=32)
     run_cli("init", env=env)
+    draw = fixed_draw(root / "keys", "audit scenario")
     run_cli("dataset", "add", "shapes", "--source", str(source), env=env)
     release = root / "release"
     # marks at 26 dB (L-inf 16): at 30 dB this small d = 64 marker gives log10 p between -3 and -7.5 from
     # one carrier draw to the next (`auditkit plan`), too close to the -5 the assertions need
     run_cli("mark", "shapes", "--out", str(release), "--fraction", "0.2", "--psnr", "26", "--radius", "16", "--augment", "none",
-            "--marker", trained_marker["arch"], "--marker-weights", str(trained_marker["path"]), "--device", "cpu", env=env)
+            "--marker", trained_marker["arch"], "--marker-weights", str(trained_marker["path"]), "--device", "cpu", *draw, env=env)
     marked_x, marked_y = load_image_folder(release)
     vanilla_x, vanilla_y = load_image_folder(source)
     marker = trained_marker["model"]
@@ -274,7 +275,8 @@ def blackbox(scenario: dict, trained_marker: dict) -> dict:
     holdout = shapes_folder(root / "holdout-hi", per_class=60, size=32, seed=12)
     run_cli("dataset", "add", "shapes-hi", "--source", str(source), env=env)
     run_cli("mark", "shapes-hi", "--out", str(root / "release-hi"), "--fraction", "0.8", "--psnr", "26", "--radius", "16", "--augment", "none",
-            "--marker", arch, "--marker-weights", str(trained_marker["path"]), "--device", "cpu", env=env)
+            "--marker", arch, "--marker-weights", str(trained_marker["path"]), "--device", "cpu",
+            "--release-id", "b1ac" * 8, env=env)
     marker = trained_marker["model"]
     files = {}
     for name, folder in (("suspect", root / "release-hi"), ("clean", source)):

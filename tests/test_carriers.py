@@ -52,3 +52,11 @@ def test_rejects_degenerate_shapes() -> None:
 
 GOLDEN_ROW0 = [-0.2980175018310547, 0.12246941775083542, -0.19705963134765625, 0.5727003812789917]
 GOLDEN_COMMITMENT = "b351d3e3394d5dd5a209fca87d03d2d1350d3a7dad2d02d92158c49557b8e1fd"
+
+
+def test_selection_seed_is_derived_like_the_carriers() -> None:
+    from auditkit.carriers import derive_selection_seed
+
+    seed = derive_selection_seed(b"\x01" * 32, "release-a")
+    assert seed == derive_selection_seed(b"\x01" * 32, "release-a") and 0 <= seed < 2**63
+    assert seed != derive_selection_seed(b"\x01" * 32, "release-b") != derive_selection_seed(b"\x02" * 32, "release-a")

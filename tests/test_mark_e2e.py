@@ -146,11 +146,14 @@ def test_marking_options_are_checked_and_recorded(registered: Path, tmp_path: Pa
     base = ["mark", "shapes", "--out", str(tmp_path / "r"), "--marker", trained_marker["arch"],
             "--marker-weights", str(trained_marker["path"]), "--fraction", "0.1", "--steps", "2"]
     for flag, value in (("--momentum", "1.0"), ("--momentum", "-0.1"), ("--steps", "0"), ("--augment", "rotate"),
-                        ("--radius", "0")):
+                        ("--radius", "0"), ("--release-id", "not-hex")):
         bad = run_cli(*base, flag, value, env=owner_env, check=False)
         assert bad.returncode != 0 and flag in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
     assert json.loads(run_cli("release", "list", "shapes", "--json", env=owner_env).stdout) == []
-    summary = json.loads(run_cli(*base, "--momentum", "0.5", "--json", env=owner_env).stdout)
+    summary = json.loads(run_cli(*base, "--momentum", "0.5", "--release-id", "0123abcd" * 4, "--json", env=owner_env).stdout)
     shown = json.loads(run_cli("release", "show", "shapes", summary["release"], "--json", env=owner_env).stdout)
     assert shown["params"]["momentum"] == 0.5 and shown["params"]["steps"] == 2
+    assert summary["release_id"] == "0123abcd" * 4
+    reused = run_cli("mark", *base[1:3], str(tmp_path / "r2"), *base[4:], "--release-id", "0123abcd" * 4, env=owner_env, check=False)
+    assert reused.returncode != 0 and "already used" in reused.stderr and not (tmp_path / "r2").exists()

@@ -14,7 +14,7 @@ one; the release stays ``in-progress`` until its manifest is written.
 from __future__ import annotations
 
 import json
-import secrets
+import re
 import time
 import uuid
 from collections import Counter
@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from adapters import WhiteBoxModel
 from auditkit import __version__
-from auditkit.carriers import carrier_commitment, derive_carriers
+from auditkit.carriers import carrier_commitment, derive_carriers, derive_selection_seed
 from auditkit.datasets import get_dataset
 from auditkit.errors import AuditkitError
 from auditkit.fsutil import atomic_copy, atomic_write_bytes, remove_stale_temporaries, sha256_bytes, sha256_file
@@ -56,6 +57,7 @@ class MarkRequest:
     params: MarkingParams = field(default_factory=MarkingParams)
     batch_size: int = 32
     release_name: str | None = None
+    release_id: str | None = None  # public identifier the carriers are derived from; default random
     resume: bool = False
     skip_bad: bool = False
 
@@ -123,7 +125,7 @@ def _start_or_resume(registry: Registry, request: MarkRequest, model: WhiteBoxMo
             name = request.release_name or f"r{len(dataset.releases) + 1}"
             if any(r.name == name for r in dataset.releases):
                 raise AuditkitError(f"dataset {request.dataset!r} already has a release {name!r}; pass another --release")
-            release_id = uuid.uuid4().hex
+            release_id = _new_release_id(session, request.release_id)
             carriers = derive_carriers(keys.master_secret, release_id, len(dataset.classes), model.feature_dim)
             release = Release(
                 release_id=release_id,
@@ -134,7 +136,7 @@ def _start_or_resume(registry: Registry, request: MarkRequest, model: WhiteBoxMo
                 marker=marker_identity(model, request.marker_arch, request.marker_weights),
                 feature_dim=model.feature_dim,
                 carrier_commitment=carrier_commitment(carriers),
-                params=request.params.to_dict() | {"batch_size": request.batch_size, "selection_seed": secrets.randbits(63),
+                params=request.params.to_dict() | {"batch_size": request.batch_size, "selection_seed": derive_selection_seed(keys.master_secret, release_id),
                                                    "auditkit_version": __version__},
                 fraction=request.fraction,
             )
@@ -253,6 +255,19 @@ def mark_release(
             progress(completed, total)
 
     return _finish(registry, release, out_dir, skipped, started)
+
+
+def _new_release_id(session: Session, requested: str | None) -> str:
+    """A fresh random id, or the caller's (32 lowercase hex digits, not used before). The
+    carriers are derived from the master secret and this id: reusing an id for another release
+    would reuse its carriers, so an id already in the registry is refused."""
+    if requested is None:
+        return uuid.uuid4().hex
+    if re.fullmatch(r"[0-9a-f]{32}", requested) is None:
+        raise AuditkitError(f"--release-id must be 32 lowercase hex digits, got {requested!r}")
+    if session.scalar(select(Release).where(Release.release_id == requested)) is not None:
+        raise AuditkitError(f"release id {requested} is already used in this registry; carriers must never be reused")
+    return requested
 
 
 def _finish(registry: Registry, release: Release, out_dir: Path, skipped: list[str], started: float) -> MarkSummary:
