@@ -81,6 +81,7 @@ def mark_response_log10_p(s: Setup, kind: str, rel: Release, params: MarkingPara
     directions, so the cosine test of rows of W·M against the release's carriers stays exact."""
     features = marker(s, kind)[1].features
     dim = rel.carriers.shape[1]
+    pairs = min(pairs, len(s.vanilla))  # each vanilla image once; still overdetermined (> d) for every marker here
     pixels = (s.vanilla[:pairs, :1] * 255).round()
     rng = np.random.default_rng(12345)
     directions = rng.standard_normal((pairs, dim))
