@@ -73,12 +73,14 @@ def loss_gap_log10_ps(s: Setup, kind: str, rel: Release, params: MarkingParams, 
             for k in range(len(models))]
 
 
-def mark_response_log10_p(s: Setup, kind: str, rel: Release, params: MarkingParams, suspect, pairs: int) -> float:  # type: ignore[no-untyped-def]
-    """The cosine test with the alignment fitted on *mark responses* instead of vanilla images:
-    vanilla images are marked along fresh random directions (never released), and
-    Δphi_t ≈ M Δphi_0 is fitted on the pairs, so M says how the suspect's features respond to
-    marks. Under H0 M depends only on the suspect, vanilla images and independent random
-    directions, so the cosine test of rows of W·M against the release's carriers stays exact."""
+def mark_response_log10_ps(s: Setup, kind: str, rel: Release, params: MarkingParams, models: list,
+                           pairs: int) -> list[float]:  # type: ignore[type-arg]
+    """The cosine test with the alignment fitted on *mark responses* instead of vanilla images,
+    for each model: vanilla images are marked along fresh random directions (never released;
+    marked once, for all models), and Δphi_t ≈ M Δphi_0 is fitted on the pairs, so M says how
+    the suspect's features respond to marks. Under H0 M depends only on the suspect, vanilla
+    images and independent random directions, so the cosine test of rows of W·M against the
+    release's carriers stays exact."""
     features = marker(s, kind)[1].features
     dim = rel.carriers.shape[1]
     pairs = min(pairs, len(s.vanilla))  # each vanilla image once; still overdetermined (> d) for every marker here
@@ -86,17 +88,22 @@ def mark_response_log10_p(s: Setup, kind: str, rel: Release, params: MarkingPara
     rng = np.random.default_rng(12345)
     directions = rng.standard_normal((pairs, dim))
     directions = torch.from_numpy(directions / np.linalg.norm(directions, axis=1, keepdims=True)).float()
-    deltas0, deltast = [], []
+    deltas0: list[torch.Tensor] = []
+    deltast: list[list[torch.Tensor]] = [[] for _ in models]
     for start in range(0, pairs, 64):
         part = slice(start, min(start + 64, pairs))
         marked = mark_batch(features, pixels[part], directions[part], params,
                             [np.random.default_rng([7, i]) for i in range(part.start, part.stop)]).pixels.float()
         with torch.no_grad():
             deltas0.append((features(_rgb(marked)) - features(_rgb(pixels[part]))).double())
-            deltast.append((suspect.features(_rgb(marked)) - suspect.features(_rgb(pixels[part]))).double())
-    d0, dt = torch.cat(deltas0).numpy(), torch.cat(deltast).numpy()
-    matrix = np.linalg.lstsq(d0, dt, rcond=None)[0].T  # [d_t, d_0]
-    return cosine_test(suspect.classifier()[0] @ matrix, rel.carriers).log10_pvalue
+            for k, model in enumerate(models):
+                deltast[k].append((model.features(_rgb(marked)) - model.features(_rgb(pixels[part]))).double())
+    d0 = torch.cat(deltas0).numpy()
+    values = []
+    for model, deltas in zip(models, deltast):
+        matrix = np.linalg.lstsq(d0, torch.cat(deltas).numpy(), rcond=None)[0].T  # [d_t, d_0]
+        values.append(cosine_test(model.classifier()[0] @ matrix, rel.carriers).log10_pvalue)
+    return values
 
 
 def main() -> None:
@@ -126,8 +133,8 @@ def main() -> None:
         models = [suspect, *clean]
         statistics = {
             "cosine, alignment on vanilla images (paper)": lambda: [whitebox_log10_p(s, kind, m, rel.carriers) for m in models],
-            "cosine, alignment on mark responses": lambda: [
-                mark_response_log10_p(s, kind, rel, params, m, 4 * rel.carriers.shape[1]) for m in models],
+            "cosine, alignment on mark responses": lambda: mark_response_log10_ps(
+                s, kind, rel, params, models, 4 * rel.carriers.shape[1]),
             "loss-gap rank test (K = 19, 5 images per class)": lambda: loss_gap_log10_ps(s, kind, rel, params, models, q, 5),
         }
         if args.every_image:
