@@ -70,6 +70,11 @@ class Setup:
     draw: int = 0  # carrier draw: another value gives an independent replication of every release
     markers: dict[str, tuple[nn.Module, TorchModel]] = field(default_factory=dict)  # see marker()
 
+    @property
+    def draw_suffix(self) -> str:
+        """Appended to the cache keys of releases and suspects of carrier draws other than 0."""
+        return f"-draw{self.draw}" if self.draw else ""
+
 
 def _rgb(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels / 255).expand(-1, 3, -1, -1)
@@ -161,7 +166,7 @@ class Release:
 def release(s: Setup, kind: str, aug: str, psnr: float, top: float = max(FRACTIONS)) -> Release:
     """Mark the first ``top`` of each class's selection order (cached); ``at(q)`` for q <= top."""
     _, model = marker(s, kind)
-    key = f"{kind}-{aug}-{psnr:g}" + (f"-draw{s.draw}" if s.draw else "")
+    key = f"{kind}-{aug}-{psnr:g}{s.draw_suffix}"
     carriers = derive_carriers(SECRET, key, 10, model.feature_dim)
     rng = np.random.default_rng(0)
     order = {c: rng.permutation(np.flatnonzero(s.labels.numpy() == c)) for c in range(10)}
@@ -197,7 +202,7 @@ def _augmented_features(model: TorchModel, images: torch.Tensor, aug: str, copie
 
 def suspect_key(s: Setup, aug: str, psnr: float, q: float) -> str:
     """Cache key of a suspect trained on the release (aug, psnr) at fraction q of carrier draw s.draw."""
-    return f"{aug}-{psnr:g}-{q:g}" + (f"-draw{s.draw}" if s.draw else "")
+    return f"{aug}-{psnr:g}-{q:g}{s.draw_suffix}"
 
 
 def frozen_suspect(s: Setup, kind: str, pixels: torch.Tensor, aug: str, seed: int, bootstrap: bool) -> nn.Module:

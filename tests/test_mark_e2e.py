@@ -143,17 +143,19 @@ def test_corrupt_image_stops_the_run_or_is_skipped(tmp_path: Path, owner_env: di
 
 def test_marking_options_are_checked_and_recorded(registered: Path, tmp_path: Path, owner_env: dict[str, str],
                                                   trained_marker: dict) -> None:
-    base = ["mark", "shapes", "--out", str(tmp_path / "r"), "--marker", trained_marker["arch"],
-            "--marker-weights", str(trained_marker["path"]), "--fraction", "0.1", "--steps", "2"]
+    def mark(out: str, *extra: str) -> list[str]:
+        return ["mark", "shapes", "--out", str(tmp_path / out), "--marker", trained_marker["arch"],
+                "--marker-weights", str(trained_marker["path"]), "--fraction", "0.1", "--steps", "2", *extra]
+
     for flag, value in (("--momentum", "1.0"), ("--momentum", "-0.1"), ("--steps", "0"), ("--augment", "rotate"),
                         ("--radius", "0"), ("--release-id", "not-hex")):
-        bad = run_cli(*base, flag, value, env=owner_env, check=False)
+        bad = run_cli(*mark("r", flag, value), env=owner_env, check=False)
         assert bad.returncode != 0 and flag in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
     assert json.loads(run_cli("release", "list", "shapes", "--json", env=owner_env).stdout) == []
-    summary = json.loads(run_cli(*base, "--momentum", "0.5", "--release-id", "0123abcd" * 4, "--json", env=owner_env).stdout)
+    summary = json.loads(run_cli(*mark("r", "--momentum", "0.5", "--release-id", "0123abcd" * 4, "--json"), env=owner_env).stdout)
     shown = json.loads(run_cli("release", "show", "shapes", summary["release"], "--json", env=owner_env).stdout)
     assert shown["params"]["momentum"] == 0.5 and shown["params"]["steps"] == 2
     assert summary["release_id"] == "0123abcd" * 4
-    reused = run_cli("mark", *base[1:3], str(tmp_path / "r2"), *base[4:], "--release-id", "0123abcd" * 4, env=owner_env, check=False)
+    reused = run_cli(*mark("r2", "--release-id", "0123abcd" * 4), env=owner_env, check=False)
     assert reused.returncode != 0 and "already used" in reused.stderr and not (tmp_path / "r2").exists()
